@@ -1,0 +1,85 @@
+"""The FastAPI application. ``create_app()`` builds it; the lifespan loads the serving bundle.
+
+Nothing is loaded at import time. Errors never surface as a bare 500: bad input is a 4xx that says what
+to fix, a missing bundle is a 503, and an unexpected failure is logged with an id and answered 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routers import health, images, items
+from api.settings import Settings, get_settings
+from engine.personaliser import PersonaliserConfig
+from engine.serving import NoBundle, ServingState, configure_runtime
+
+logger = logging.getLogger("vitrine.api")
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
+    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        configure_runtime(settings.torch_threads)
+        state = ServingState(
+            settings.artifacts,
+            PersonaliserConfig(
+                max_set_size=settings.max_set_size,
+                max_neighbours=settings.max_neighbours,
+                cache_size=settings.image_cache_size,
+            ),
+        )
+        state.load_current()
+        app.state.serving = state
+        yield
+
+    app = FastAPI(
+        title="Vitrine",
+        version="0.1.0",
+        description="Personalised product images: generated for each shopper, linked to real catalogue items.",
+        lifespan=lifespan,
+    )
+    app.dependency_overrides[get_settings] = lambda: settings
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return JSONResponse(
+            {"detail": "; ".join(_describe(e) for e in exc.errors()), "errors": errors}, status_code=422
+        )
+
+    @app.exception_handler(NoBundle)
+    async def no_bundle(request: Request, exc: NoBundle) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error_id = uuid.uuid4().hex[:12]
+        logger.exception("unexpected error %s on %s %s", error_id, request.method, request.url.path)
+        return JSONResponse(
+            {
+                "detail": f"the service could not answer this request (error id {error_id}); "
+                "it has been logged, please retry"
+            },
+            status_code=503,
+        )
+
+    app.include_router(health.router)
+    app.include_router(images.router)
+    app.include_router(items.router)
+    return app

@@ -1,0 +1,25 @@
+"""Service settings, read from the environment (prefix ``VITRINE_``) once, through :func:`get_settings`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VITRINE_", extra="forbid")
+
+    artifacts: Path = Field(Path("data/artifacts"), description="bundle root (the registry's folder)")
+    admin_token: str | None = Field(None, description="token for /v1/admin/*; admin endpoints are off without it")
+    max_set_size: int = Field(32, ge=1, le=256)
+    max_neighbours: int = Field(20, ge=1, le=100)
+    image_cache_size: int = Field(4096, ge=1)
+    torch_threads: int | None = Field(1, ge=1, description="torch threads per worker process")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,206 @@
+"""Load benchmark: concurrent image-set requests from a separate process against the running API.
+
+Two scenarios: shoppers the model knows (personalised sets) and new shoppers (cold-start sets). Prints
+requests per second and p50 / p99 latency for each. Without ``url`` it starts the API itself on a free
+port (a subprocess running uvicorn on the serving bundle) and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from engine.registry import ArtifactRegistry
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioResult:
+    name: str
+    requests: int
+    concurrency: int
+    errors: int
+    seconds: float
+    latencies_ms: np.ndarray
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        q = np.percentile(self.latencies_ms, [50, 90, 99]) if len(self.latencies_ms) else [float("nan")] * 3
+        return {
+            "scenario": self.name,
+            "requests": self.requests,
+            "concurrency": self.concurrency,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 2),
+            "rps": round(self.rps, 1),
+            "p50_ms": round(float(q[0]), 1),
+            "p90_ms": round(float(q[1]), 1),
+            "p99_ms": round(float(q[2]), 1),
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadReport:
+    url: str
+    n: int
+    scenarios: list[ScenarioResult]
+    cpu_count: int
+
+    def to_dict(self) -> dict:
+        return {
+            "url": self.url,
+            "images_per_set": self.n,
+            "cpu_count": self.cpu_count,
+            "scenarios": [s.to_dict() for s in self.scenarios],
+        }
+
+    def render(self) -> str:
+        lines = [
+            f"load benchmark against {self.url} ({self.n} images per set, {self.cpu_count} CPUs)",
+            f"  {'scenario':<14} {'requests':>8} {'conc':>5} {'errors':>6} {'req/s':>7} "
+            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}",
+        ]
+        for s in self.scenarios:
+            d = s.to_dict()
+            lines.append(
+                f"  {d['scenario']:<14} {d['requests']:>8} {d['concurrency']:>5} {d['errors']:>6} "
+                f"{d['rps']:>7.1f} {d['p50_ms']:>8.1f} {d['p90_ms']:>8.1f} {d['p99_ms']:>8.1f}"
+            )
+        return "\n".join(lines)
+
+
+async def _scenario(name: str, base: str, paths: list[str], concurrency: int) -> ScenarioResult:
+    latencies: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for p in paths:
+        queue.put_nowait(p)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while True:
+            try:
+                path = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t = time.perf_counter()
+            try:
+                r = await client.get(path)
+                if r.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append((time.perf_counter() - t) * 1000.0)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
+        await client.get(paths[0])  # warm-up, not counted
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+    return ScenarioResult(
+        name=name,
+        requests=len(paths),
+        concurrency=concurrency,
+        errors=errors,
+        seconds=seconds,
+        latencies_ms=np.asarray(latencies),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def _server(artifacts: Path) -> Iterator[str]:
+    port = _free_port()
+    env = {**os.environ, "VITRINE_ARTIFACTS": str(Path(artifacts).resolve())}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.app:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the API exited with code {proc.returncode} before it was ready")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the API did not become healthy within 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _known_users(artifacts: Path | None, count: int, rng: np.random.Generator) -> list[str]:
+    if artifacts is not None:
+        registry = ArtifactRegistry(artifacts)
+        version = registry.current()
+        if version:
+            with np.load(registry.path(version) / "embeddings" / "factors.npz", allow_pickle=False) as f:
+                ids = f["user_ids"]
+            return list(rng.choice(ids, count, replace=True))
+    raise ValueError("known users come from the serving bundle: pass --artifacts")
+
+
+def run_load_benchmark(
+    *,
+    url: str | None,
+    artifacts: Path | None,
+    requests: int = 400,
+    concurrency: int = 8,
+    n: int = 8,
+    seed: int = 0,
+) -> LoadReport:
+    rng = np.random.default_rng(seed)
+    known = _known_users(artifacts, requests, rng)
+    new = [f"bench-new-{seed}-{k}" for k in range(requests)]
+
+    def run(base: str) -> LoadReport:
+        results = [
+            asyncio.run(_scenario("known users", base, [f"/v1/users/{u}/image-set?n={n}" for u in known], concurrency)),
+            asyncio.run(_scenario("new users", base, [f"/v1/users/{u}/image-set?n={n}" for u in new], concurrency)),
+        ]
+        return LoadReport(url=base, n=n, scenarios=results, cpu_count=os.cpu_count() or 0)
+
+    if url:
+        return run(url.rstrip("/"))
+    if artifacts is None:
+        raise ValueError("give --url of a running API, or --artifacts to start one")
+    with _server(artifacts) as base:
+        return run(base)

@@ -1,0 +1,214 @@
+"""``vitrine``: the one command-line entry point. Each subcommand is a thin wrapper over one engine function."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("vitrine")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs a harmless AVX2 fallback at INFO
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _cmd_data_demo(args: argparse.Namespace) -> int:
+    from engine.world import DemoStoreConfig, write_demo_store
+
+    overrides = {k: v for k, v in {"n_items": args.items, "n_users": args.users, "weeks": args.weeks}.items() if v}
+    summary = write_demo_store(
+        Path(args.out), DemoStoreConfig(seed=args.seed, **overrides), show_progress=not args.no_progress
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from engine.config import load_train_config
+    from engine.pipeline import train_bundle
+
+    overrides = {"seed": args.seed} if args.seed is not None else {}
+    if args.device:
+        overrides.update({"gan_training": {"device": args.device}, "classifier_training": {"device": args.device}})
+    config = load_train_config(args.preset, Path(args.config) if args.config else None, overrides)
+    version = train_bundle(
+        Path(args.data),
+        Path(args.artifacts),
+        config,
+        show_progress=not args.no_progress,
+        promote=args.promote,
+    )
+    print(f"bundle {version} written to {Path(args.artifacts) / version}" + (" and promoted" if args.promote else ""))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluate import evaluate_bundle
+
+    report = evaluate_bundle(
+        Path(args.data),
+        Path(args.artifacts),
+        version=args.version,
+        out_dir=Path(args.out) if args.out else None,
+        users=args.users,
+        show_progress=not args.no_progress,
+    )
+    print(report.render())
+    print(f"\nreport: {report.json_path}\ncontact sheet: {report.contact_sheet_path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    os.environ["VITRINE_ARTIFACTS"] = str(Path(args.artifacts).resolve())
+    url = f"http://{args.host}:{args.port}"
+    print(
+        f"Vitrine serving on {url}\n  try: {url}/v1/users/U00001/image-set?n=8\n"
+        f"  docs: {url}/docs\n  health: {url}/healthz",
+        flush=True,
+    )
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="info",
+    )
+    return 0
+
+
+def _cmd_bundles(args: argparse.Namespace) -> int:
+    from engine.promotion import key_metric
+    from engine.registry import ArtifactRegistry
+
+    infos = ArtifactRegistry(Path(args.artifacts)).versions()
+    if not infos:
+        print(f"no bundles under {args.artifacts}; train one with `vitrine train`")
+        return 0
+    for info in infos:
+        metric = key_metric(info.manifest)
+        shown = f"{metric[0]} = {metric[1]:.4f}" if metric else "no validation metric"
+        print(f"{'*' if info.serving else ' '} {info.version}  {info.manifest.get('created_at', '?')}  {shown}")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from engine.promotion import promote_bundle
+    from engine.registry import ArtifactRegistry, BundleRefused
+
+    try:
+        promote_bundle(ArtifactRegistry(Path(args.artifacts)), args.version, force=args.force, tolerance=args.tolerance)
+    except BundleRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.version} now serves")
+    return 0
+
+
+def _cmd_bench_load(args: argparse.Namespace) -> int:
+    from engine.benchmarks.load import run_load_benchmark
+
+    report = run_load_benchmark(
+        url=args.url,
+        artifacts=Path(args.artifacts) if args.artifacts else None,
+        requests=args.requests,
+        concurrency=args.concurrency,
+        n=args.n,
+    )
+    print(report.render())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitrine", description="Personalised product imagery.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="data sets").add_subparsers(dest="data_command", required=True)
+    demo = data.add_parser("demo", help="generate the embedded demo store (no network)")
+    demo.add_argument("--out", required=True, help="folder to write the store into")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--items", type=int, help="catalogue size (default 2000)")
+    demo.add_argument("--users", type=int, help="shoppers (default 3000)")
+    demo.add_argument("--weeks", type=int, help="weeks of logs (default 8)")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_cmd_data_demo)
+
+    train = sub.add_parser("train", help="train every model and write a bundle")
+    train.add_argument("--data", required=True, help="a data folder (demo store or H&M layout)")
+    train.add_argument("--artifacts", default="data/artifacts", help="bundle root (default data/artifacts)")
+    train.add_argument("--preset", default="demo", help="demo | full | tiny (default demo)")
+    train.add_argument("--config", help="JSON file overriding the preset (unknown keys are errors)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="cpu or cuda for the GAN and classifier (default cpu)")
+    train.add_argument("--promote", action="store_true", help="make the new bundle the serving one if it passes")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a bundle; print metrics and write a JSON report")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--artifacts", default="data/artifacts")
+    ev.add_argument("--version", help="bundle version (default: the serving one)")
+    ev.add_argument("--out", help="report folder (default <artifacts>/reports/<version>)")
+    ev.add_argument("--users", type=int, default=300, help="shoppers sampled for the image evaluation")
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--artifacts", default="data/artifacts")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_cmd_serve)
+
+    bundles = sub.add_parser("bundles", help="list bundles and their key metric (* = serving)")
+    bundles.add_argument("--artifacts", default="data/artifacts")
+    bundles.set_defaults(func=_cmd_bundles)
+
+    promote = sub.add_parser("promote", help="make a bundle the serving one, after its checks")
+    promote.add_argument("version")
+    promote.add_argument("--artifacts", default="data/artifacts")
+    promote.add_argument("--force", action="store_true", help="promote even if the key metric drops")
+    promote.add_argument("--tolerance", type=float, default=0.05)
+    promote.set_defaults(func=_cmd_promote)
+
+    bench = sub.add_parser("bench", help="benchmarks (run on demand)").add_subparsers(
+        dest="bench_command", required=True
+    )
+    load = bench.add_parser("load", help="concurrent HTTP load against the API")
+    load.add_argument("--url", help="a running API (default: start one on the serving bundle)")
+    load.add_argument("--artifacts", default="data/artifacts")
+    load.add_argument("--requests", type=int, default=400, help="requests per scenario")
+    load.add_argument("--concurrency", type=int, default=8)
+    load.add_argument("--n", type=int, default=8, help="images per set")
+    load.add_argument("--json", help="also write the figures to this JSON file")
+    load.set_defaults(func=_cmd_bench_load)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as exc:
+        logger.error("%s", exc)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

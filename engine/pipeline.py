@@ -1,0 +1,325 @@
+"""The training pipeline: shop data → a complete, immutable model bundle.
+
+Steps, each timed and logged: read and validate the data; encode attributes; load catalogue images;
+weight events into a user × item matrix; fit embeddings on a time split to measure them, then on all
+events to serve; train the attribute classifier; train the conditional GAN; index the catalogue's image
+features in FAISS; write the bundle with manifests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.classifier_training import train_classifier
+from engine.config import TrainConfig
+from engine.gan_training import to_tensor_images, train_gan
+from engine.ranking import build_task, evaluate
+from engine.recommenders import FactorRecommender, PopularityRecommender, build_interactions
+from engine.registry import ArtifactRegistry, component_manifest
+from engine.train_embeddings import fit_embeddings
+from features.attributes import AttributeEncoder
+from features.images import load_images
+from features.matrix import interaction_matrix
+from features.readers import read_store
+from features.schema import StoreData
+from features.split import time_split
+from features.vocab import IdVocabulary
+from features.weighting import EventWeighter
+from models._io import config_to_dict, write_json
+from models.classifier import AttributeClassifier, ClassifierConfig
+from models.gan import GANConfig, save_module
+from models.retriever import FaissRetriever
+
+logger = logging.getLogger(__name__)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        logger.info("▶ %s", name)
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+        logger.info("✔ %s (%.1fs)", name, self.seconds[name])
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisualCatalogue:
+    """Catalogue items with a known value for every attribute, their codes, and images where they have one."""
+
+    items: pd.DataFrame  # item_id, attributes…, price, image, has_image
+    codes: np.ndarray  # (n_items, n_attributes)
+    images: np.ndarray  # (n_with_image, S, S, 3) uint8, in the order of items[has_image]
+    encoder: AttributeEncoder
+
+
+def visual_catalogue(store: StoreData, config: TrainConfig, *, show_progress: bool) -> VisualCatalogue:
+    cat = store.catalogue
+    with_image = cat[cat["image"] != ""]
+    if with_image.empty or store.image_root is None:
+        raise ValueError(f"{store.name}: no catalogue item has an image; the generator needs catalogue images")
+    encoder = AttributeEncoder(store.attributes, min_count=config.min_attribute_count).fit(with_image)
+    codes = encoder.transform(cat)
+    known = (codes >= 0).all(axis=1)
+    dropped = int((~known).sum())
+    if dropped:
+        logger.info(
+            "%d catalogue items have an attribute value with fewer than %d images; left out of the generated catalogue",
+            dropped,
+            config.min_attribute_count,
+        )
+    items = cat[known].reset_index(drop=True)
+    codes = codes[known]
+    paths = [store.image_root / p if p else None for p in items["image"]]
+    images, ok = load_images(paths, config.image_size, show_progress=show_progress, desc="catalogue images")
+    items["has_image"] = ok
+    return VisualCatalogue(items=items, codes=codes, images=images[ok], encoder=encoder)
+
+
+def _matrix(events: pd.DataFrame, config: TrainConfig) -> tuple[object, IdVocabulary, IdVocabulary, np.ndarray]:
+    weighter = EventWeighter(config.weighting).fit(events)
+    users = IdVocabulary().fit(events["user_id"])
+    items = IdVocabulary().fit(events["item_id"])
+    weights = weighter.transform(events)
+    return interaction_matrix(events, weights, users, items), users, items, weights
+
+
+def validate_embeddings(store: StoreData, config: TrainConfig, *, show_progress: bool) -> dict:
+    """Fit on all but the last ``test_days`` and measure against popularity on the held-out days."""
+    split = time_split(store.events, test_days=config.test_days)
+    data = build_interactions(split.train, config.weighting)
+    task = build_task(split.test, data.users.index_, data.items.index_)
+    k = config.eval_k
+    recommenders = {
+        "popularity": PopularityRecommender(),
+        config.embeddings.algorithm: FactorRecommender(config.embeddings, PopularityRecommender(), seed=config.seed),
+    }
+    results = {name: evaluate(r.fit(data).recommend, task, k) for name, r in recommenders.items()}
+    return {"split": split.describe(), "k": k, "results": results}
+
+
+def train_bundle(
+    data_path: Path,
+    artifacts: Path,
+    config: TrainConfig,
+    *,
+    show_progress: bool = True,
+    promote: bool = False,
+) -> str:
+    """Train every component on the data at ``data_path`` and write a new bundle; return its version."""
+    torch.manual_seed(config.seed)  # an entry point: every step below also takes the seed explicitly
+    timer = Timer()
+    with timer.step("read and validate data"):
+        store = read_store(data_path)
+    fingerprint = store.fingerprint()
+    registry = ArtifactRegistry(artifacts)
+    version = registry.new_version(fingerprint)
+    staging = registry.staging(version)
+    try:
+        metrics = _train_into(staging, store, config, timer, fingerprint, show_progress)
+        manifest = component_manifest(
+            component="bundle",
+            seed=config.seed,
+            data_fingerprint=fingerprint,
+            config=config.to_dict(),
+            metrics=metrics,
+            extra={
+                "version": version,
+                "data": {
+                    "name": store.name,
+                    "path": str(Path(data_path).resolve()),
+                    "reports": {k: r.to_dict() for k, r in store.reports.items()},
+                },
+                "seconds": timer.seconds,
+            },
+        )
+        registry.commit(staging, version, manifest)
+    except BaseException:
+        registry.discard(staging)
+        raise
+    if promote:
+        from engine.promotion import promote_bundle
+
+        promote_bundle(registry, version)
+    return version
+
+
+def _train_into(
+    out: Path, store: StoreData, config: TrainConfig, timer: Timer, fingerprint: str, show_progress: bool
+) -> dict:
+    seed = config.seed
+
+    def manifest(component: str, cfg: object = None, metrics: dict | None = None, **extra: object) -> dict:
+        return component_manifest(
+            component=component,
+            seed=seed,
+            data_fingerprint=fingerprint,
+            config=cfg,
+            metrics=metrics,
+            extra=extra or None,
+        )
+
+    with timer.step("encode attributes and load catalogue images"):
+        vis = visual_catalogue(store, config, show_progress=show_progress)
+    logger.info(
+        "catalogue: %d items (%d with images); attributes %s",
+        len(vis.items),
+        len(vis.images),
+        {a: len(v) for a, v in vis.encoder.values_.items()},
+    )
+
+    with timer.step("validate embeddings on a time split"):
+        validation = validate_embeddings(store, config, show_progress=show_progress)
+    algo = config.embeddings.algorithm
+    k = config.eval_k
+    logger.info(
+        "validation (last %d days, warm users): %s recall@%d=%.4f ndcg@%d=%.4f vs popularity recall@%d=%.4f",
+        config.test_days,
+        algo.upper(),
+        k,
+        validation["results"][algo]["warm"][f"recall@{k}"],
+        k,
+        validation["results"][algo]["warm"][f"ndcg@{k}"],
+        k,
+        validation["results"]["popularity"]["warm"][f"recall@{k}"],
+    )
+
+    with timer.step("train serving embeddings on all events"):
+        matrix, users, items, _ = _matrix(store.events, config)
+        embeddings = fit_embeddings(
+            matrix, users.ids_, items.ids_, config.embeddings, seed=seed, show_progress=show_progress
+        )
+        emb_dir = out / "embeddings"
+        embeddings.save(emb_dir)
+        write_json(emb_dir / "weighting.json", config_to_dict(config.weighting))
+        write_json(
+            emb_dir / "manifest.json",
+            manifest(
+                "embeddings",
+                config_to_dict(config.embeddings),
+                {"validation": validation},
+                users=len(users),
+                items=len(items),
+            ),
+        )
+
+    popularity = np.asarray(matrix.sum(axis=0)).ravel()
+    vis.items["popularity"] = (
+        pd.Series(items.transform(vis.items["item_id"]))
+        .map(lambda r: float(popularity[r]) if r >= 0 else 0.0)
+        .to_numpy()
+    )
+    cat_dir = out / "catalogue"
+    cat_dir.mkdir()
+    vis.items.to_parquet(cat_dir / "items.parquet", index=False)
+    write_json(cat_dir / "attributes.json", vis.encoder.to_dict())
+    write_json(
+        cat_dir / "manifest.json",
+        manifest(
+            "catalogue",
+            None,
+            {"items": len(vis.items), "with_image": int(vis.items["has_image"].sum())},
+            image_root=str(store.image_root.resolve()) if store.image_root else None,
+            image_size=config.image_size,
+        ),
+    )
+
+    image_codes = vis.codes[vis.items["has_image"].to_numpy()]
+    names, card = vis.encoder.attributes, vis.encoder.cardinalities
+
+    with timer.step("train attribute classifier"):
+        ccfg = ClassifierConfig(
+            attribute_names=names,
+            cardinalities=card,
+            image_size=config.image_size,
+            width=config.classifier.width,
+            feature_dim=config.classifier.feature_dim,
+        )
+        classifier, cmetrics = train_classifier(
+            vis.images, image_codes, ccfg, config.classifier_training, seed=seed, show_progress=show_progress
+        )
+        classifier.save(out / "classifier")
+        write_json(
+            out / "classifier" / "manifest.json",
+            manifest(
+                "classifier",
+                {"model": config_to_dict(ccfg), "training": config_to_dict(config.classifier_training)},
+                cmetrics,
+            ),
+        )
+
+    with timer.step("train conditional GAN"):
+        gcfg = GANConfig(
+            attribute_names=names,
+            cardinalities=card,
+            image_size=config.image_size,
+            **config_to_dict(config.gan),
+        )
+        result = train_gan(
+            vis.images,
+            image_codes,
+            gcfg,
+            config.gan_training,
+            seed=seed,
+            checkpoint_dir=out.parent / f".checkpoints-{out.name}" if config.gan_training.checkpoint_every else None,
+            show_progress=show_progress,
+        )
+        gan_dir = out / "generator"
+        save_module(result.generator_ema, gcfg, gan_dir, "generator_ema")
+        save_module(result.discriminator, gcfg, gan_dir, "discriminator")
+        write_json(
+            gan_dir / "manifest.json",
+            manifest(
+                "generator",
+                {"model": config_to_dict(gcfg), "training": config_to_dict(config.gan_training)},
+                {
+                    "steps": result.steps,
+                    "seconds": round(result.seconds, 1),
+                    "stopped_early": result.stopped_early,
+                },
+                history=result.history,
+            ),
+        )
+
+    with timer.step("index catalogue image features"):
+        vectors = image_features(classifier, vis.images)
+        retriever = FaissRetriever.build(
+            vectors, vis.items.loc[vis.items["has_image"], "item_id"].to_numpy(), config.retriever
+        )
+        retriever.save(out / "index")
+        write_json(
+            out / "index" / "manifest.json",
+            manifest(
+                "index",
+                config_to_dict(config.retriever),
+                {"items": len(vectors)},
+                index_type=config.retriever.resolved_type(len(vectors)),
+                parents=["classifier"],
+            ),
+        )
+
+    return {"validation": validation, "classifier": cmetrics, "generator": {"steps": result.steps}}
+
+
+@torch.no_grad()
+def image_features(classifier: AttributeClassifier, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """(N, S, S, C) uint8 images → (N, feature_dim) unit-length features."""
+    data = to_tensor_images(images)
+    classifier.eval()
+    out = [
+        classifier.features(data[s : s + batch_size].float().div(127.5).sub(1.0)).numpy()
+        for s in range(0, len(data), batch_size)
+    ]
+    return np.concatenate(out).astype(np.float32)

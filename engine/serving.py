@@ -1,0 +1,85 @@
+"""What the API holds while it runs: the serving Personaliser, swapped atomically on reload.
+
+The API's lifespan creates one :class:`ServingState`; request handlers ask it for image sets and images.
+A reload loads and checks the new bundle completely before the swap, so requests in flight finish on
+the old Personaliser and a bad bundle never replaces a good one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+
+from engine.bundle import load_bundle
+from engine.personaliser import ImageSet, Personaliser, PersonaliserConfig
+from engine.registry import ArtifactRegistry, BundleRefused
+
+logger = logging.getLogger(__name__)
+
+
+class NoBundle(RuntimeError):
+    """No bundle is serving yet."""
+
+
+def configure_runtime(torch_threads: int | None) -> None:
+    """Per-process torch settings for serving (intra-op threads per request)."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+
+
+class ServingState:
+    def __init__(self, artifacts: Path, config: PersonaliserConfig | None = None) -> None:
+        self.registry = ArtifactRegistry(artifacts)
+        self.config = config or PersonaliserConfig()
+        self._personaliser: Personaliser | None = None
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    @property
+    def personaliser(self) -> Personaliser:
+        p = self._personaliser
+        if p is None:
+            raise NoBundle(
+                f"no model bundle is serving from {self.registry.root}"
+                + (f" ({self.last_error})" if self.last_error else "")
+                + "; train one with `vitrine train --promote`"
+            )
+        return p
+
+    @property
+    def version(self) -> str | None:
+        return self._personaliser.version if self._personaliser else None
+
+    def load_current(self) -> str | None:
+        """Load the bundle the registry points at. A broken one is logged and left out, not fatal."""
+        version = self.registry.current()
+        if version is None:
+            self.last_error = "the registry has no CURRENT pointer"
+            logger.warning("no serving bundle under %s: %s", self.registry.root, self.last_error)
+            return None
+        try:
+            return self.reload(version)
+        except (BundleRefused, ValueError) as exc:
+            self.last_error = str(exc)
+            logger.error("could not load the serving bundle: %s", exc)
+            return None
+
+    def reload(self, version: str | None = None) -> str:
+        """Load ``version`` (default: the registry's CURRENT) and swap it in; raise BundleRefused if it fails."""
+        version = version or self.registry.current()
+        if version is None:
+            raise BundleRefused("the registry has no CURRENT bundle to load")
+        with self._lock:  # one reload at a time; readers never take this lock
+            if self._personaliser is not None and self._personaliser.version == version:
+                return version
+            personaliser = Personaliser(load_bundle(self.registry.path(version)), self.config)
+            self._personaliser = personaliser  # a single reference swap: atomic for readers
+            self.last_error = None
+        logger.info("serving bundle %s", version)
+        return version
+
+    def image_set(self, user_id: str, n: int, *, neighbours: int) -> ImageSet:
+        return self.personaliser.image_set(user_id, n, neighbours=neighbours)

@@ -1,0 +1,97 @@
+"""Reader for the H&M Personalized Fashion Recommendations layout.
+
+Expected files (as in ``../shared/datasets/hm_fashion``): ``articles.parquet`` (the competition's
+articles table), one or more ``transactions*.parquet`` (t_dat, customer_id, article_id, price,
+sales_channel_id), ``images/<first 3 digits>/<article_id>.jpg`` and optionally ``images_manifest.csv``.
+
+Mapping to the common schema: a customer is a user; each purchase row is a ``purchase`` event at
+midnight UTC of ``t_dat`` (H&M logs have no views or carts, and no time of day); a customer's
+purchases on one day form one session; the conditioning attributes are
+``class`` = product_type_name, ``colour`` = colour_group_name, ``pattern`` = graphical_appearance_name.
+An article's price is the median price it was bought at (NaN if never bought in the loaded logs).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.schema import EVENT_TYPES, StoreData
+from features.validation import validate_catalogue, validate_events
+
+logger = logging.getLogger(__name__)
+
+HM_ATTRIBUTE_COLUMNS: dict[str, str] = {
+    "class": "product_type_name",
+    "colour": "colour_group_name",
+    "pattern": "graphical_appearance_name",
+}
+
+
+def _image_names(path: Path) -> set[str]:
+    manifest = path / "images_manifest.csv"
+    if manifest.is_file():
+        return set(pd.read_csv(manifest, usecols=["article_id"], dtype=str)["article_id"])
+    images = path / "images"
+    return {p.stem for p in images.glob("*/*.jpg")} if images.is_dir() else set()
+
+
+def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> StoreData:
+    """Read the H&M layout at ``path``; bad rows are counted in ``StoreData.reports``, the rest loads."""
+    path = Path(path)
+    articles_path = path / "articles.parquet"
+    tx_paths = sorted(path.glob(transactions))
+    if not articles_path.is_file() or not tx_paths:
+        raise FileNotFoundError(
+            f"{path} is not an H&M data folder: it needs articles.parquet and {transactions} "
+            "(see ../shared/datasets/hm_fashion/SOURCE.md)."
+        )
+    articles = pd.read_parquet(articles_path, columns=["article_id", *HM_ATTRIBUTE_COLUMNS.values()])
+    tx = pd.concat([pd.read_parquet(p) for p in tx_paths], ignore_index=True)
+    missing = {"t_dat", "customer_id", "article_id"} - set(tx.columns)
+    if missing:
+        raise ValueError(f"{tx_paths[0]}: transactions lack columns {sorted(missing)}")
+
+    raw_cat = pd.DataFrame({"item_id": articles["article_id"].astype("string")})
+    for role, column in HM_ATTRIBUTE_COLUMNS.items():
+        raw_cat[role] = articles[column].astype("string")
+    if "price" in tx:
+        raw_cat["price"] = raw_cat["item_id"].map(tx.groupby("article_id")["price"].median().astype(float))
+    have_image = _image_names(path)
+    ids = raw_cat["item_id"].astype(str)
+    raw_cat["image"] = np.where(ids.isin(have_image), "images/" + ids.str.slice(0, 3) + "/" + ids + ".jpg", "")
+    attributes = tuple(HM_ATTRIBUTE_COLUMNS)
+    catalogue, cat_report = validate_catalogue(raw_cat, source=str(articles_path), attributes=attributes, first_line=1)
+
+    day = pd.to_datetime(tx["t_dat"].astype("string"), errors="coerce", utc=True)
+    raw_ev = pd.DataFrame(
+        {
+            "user_id": tx["customer_id"].astype("string"),
+            "session_id": tx["customer_id"].astype("string") + ":" + day.dt.strftime("%Y-%m-%d").astype("string"),
+            "item_id": tx["article_id"].astype("string"),
+            "event_type": "purchase",
+            "timestamp": day,
+        }
+    )
+    # An unparsable date leaves session_id empty too; report it under its real cause, the date.
+    raw_ev.loc[day.isna(), "session_id"] = tx.loc[day.isna(), "customer_id"].astype("string") + ":?"
+    events, ev_report = validate_events(
+        raw_ev,
+        source=", ".join(str(p) for p in tx_paths),
+        event_types=EVENT_TYPES,
+        known_items=pd.Index(catalogue["item_id"]),
+        first_line=1,
+    )
+    for report in (cat_report, ev_report):
+        report.log()
+    return StoreData(
+        name="hm_fashion",
+        events=events,
+        catalogue=catalogue,
+        attributes=attributes,
+        image_root=path,
+        reports={"catalogue": cat_report, "events": ev_report},
+    )

@@ -1,0 +1,50 @@
+"""Time-based train/test splits: train on the past, test on what came after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeSplit:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    cutoff: pd.Timestamp
+
+    def describe(self) -> dict:
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "train_events": len(self.train),
+            "test_events": len(self.test),
+            "train_users": int(self.train["user_id"].nunique()),
+            "test_users": int(self.test["user_id"].nunique()),
+        }
+
+
+def time_split(events: pd.DataFrame, *, cutoff: pd.Timestamp | None = None, test_days: int | None = None) -> TimeSplit:
+    """Split at ``cutoff`` (events at or after it are test), or hold out the last ``test_days`` calendar days.
+
+    Give exactly one of the two. ``test_days=1`` holds out the (UTC) day of the last event, whatever
+    its time of day, so date-only logs (midnight timestamps) and timed logs split the same way.
+    """
+    if (cutoff is None) == (test_days is None):
+        raise ValueError("give exactly one of cutoff= or test_days=")
+    if events.empty:
+        raise ValueError("cannot split an empty event log")
+    if cutoff is None:
+        if int(test_days) != test_days or test_days < 1:
+            raise ValueError(f"test_days must be a whole number of days, at least 1; got {test_days}")
+        cutoff = events["timestamp"].max().floor("D") - pd.Timedelta(days=int(test_days) - 1)
+    cutoff = pd.Timestamp(cutoff)
+    if cutoff.tzinfo is None:
+        cutoff = cutoff.tz_localize("UTC")
+    is_test = (events["timestamp"] >= cutoff).to_numpy()
+    train, test = events[~is_test], events[is_test]
+    if train.empty or test.empty:
+        raise ValueError(
+            f"cutoff {cutoff.isoformat()} leaves {len(train)} train and {len(test)} test events; "
+            "choose a cutoff inside the log's time range."
+        )
+    return TimeSplit(train=train.reset_index(drop=True), test=test.reset_index(drop=True), cutoff=cutoff)

@@ -1,0 +1,232 @@
+"""A class/attribute-conditional GAN: conditional-BatchNorm generator, projection discriminator.
+
+Generator: residual up-sampling blocks whose BatchNorm gains and biases are predicted from the
+condition (conditional BN, de Vries et al. 2017; as in SNGAN/BigGAN). Discriminator: residual
+down-sampling blocks with spectral normalisation (Miyato et al., ICLR 2018) and a projection head
+(Miyato & Koyama, ICLR 2018): D(x, y) = ψ(φ(x)) + Σ_a ⟨E_a(y_a), φ(x)⟩, one embedding per attribute.
+Training (hinge loss, EMA of the generator, DiffAugment) lives in ``engine.gan_training``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn.utils import spectral_norm
+
+from models._io import config_from_dict, config_to_dict, read_json, write_json
+
+
+@dataclass(frozen=True, kw_only=True)
+class GANConfig:
+    """Architecture of the conditional GAN; travels inside every saved generator."""
+
+    attribute_names: tuple[str, ...]  # e.g. ("class", "colour", "pattern")
+    cardinalities: tuple[int, ...]  # number of values per attribute, same order
+    arch: str = "resnet"  # "resnet" (SNGAN/BigGAN-style residual blocks) or "dcgan" (one conv per block, ~4x cheaper)
+    image_size: int = 64  # a power of two, 16..128
+    channels: int = 3
+    z_dim: int = 64
+    embed_dim: int = 32  # per-attribute embedding width in the generator
+    g_width: int = 32  # channels of the last generator block; doubles towards 4x4, capped at max_width
+    d_width: int = 32
+    max_width: int = 256
+
+    def __post_init__(self) -> None:
+        if len(self.attribute_names) != len(self.cardinalities) or not self.attribute_names:
+            raise ValueError("attribute_names and cardinalities must be non-empty and of equal length")
+        if any(c < 1 for c in self.cardinalities):
+            raise ValueError(f"every cardinality must be >= 1; got {self.cardinalities}")
+        if self.image_size not in (16, 32, 64, 128):
+            raise ValueError(f"image_size must be 16, 32, 64 or 128; got {self.image_size}")
+        if self.arch not in ("resnet", "dcgan"):
+            raise ValueError(f"arch must be 'resnet' or 'dcgan'; got {self.arch!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
+        for name in ("z_dim", "embed_dim", "g_width", "d_width", "max_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    @property
+    def n_blocks(self) -> int:
+        return int(math.log2(self.image_size)) - 2  # 4x4 -> image_size
+
+    def widths(self, base: int) -> list[int]:
+        """Channel widths from 4x4 to full resolution, e.g. [256, 256, 128, 64, 32] for 64x64."""
+        return [min(base * 2 ** (self.n_blocks - k), self.max_width) for k in range(self.n_blocks + 1)]
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose per-channel gain and bias are linear in the condition embedding."""
+
+    def __init__(self, num_features: int, cond_dim: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = nn.Linear(cond_dim, num_features)
+        self.bias = nn.Linear(cond_dim, num_features)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.gain.bias)
+        nn.init.zeros_(self.bias.weight)
+        nn.init.zeros_(self.bias.bias)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:  # x: (B, C, H, W), e: (B, cond_dim)
+        h = self.bn(x)
+        return h * (1.0 + self.gain(e))[:, :, None, None] + self.bias(e)[:, :, None, None]
+
+
+class GBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, cond_dim: int) -> None:
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(c_in, cond_dim)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm2d(c_out, cond_dim)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        h = F.interpolate(F.relu(self.bn1(x, e)), scale_factor=2, mode="nearest")
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), e)))
+        return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class GBlockLight(nn.Module):
+    """DCGAN-style up-sampling: conditional BN, ReLU, 4x4 transposed convolution with stride 2."""
+
+    def __init__(self, c_in: int, c_out: int, cond_dim: int) -> None:
+        super().__init__()
+        self.bn = ConditionalBatchNorm2d(c_in, cond_dim)
+        self.conv = nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1)
+
+    def forward(self, x: Tensor, e: Tensor) -> Tensor:
+        return self.conv(F.relu(self.bn(x, e)))
+
+
+class Generator(nn.Module):
+    """G(z, y): (B, z_dim) noise and (B, n_attributes) integer codes → (B, C, H, W) images in [-1, 1]."""
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = config.widths(config.g_width)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, config.embed_dim) for n in config.cardinalities)
+        cond_dim = config.embed_dim * len(config.cardinalities) + config.z_dim
+        self.fc = nn.Linear(config.z_dim + config.embed_dim * len(config.cardinalities), widths[0] * 16)
+        block = GBlock if config.arch == "resnet" else GBlockLight
+        self.blocks = nn.ModuleList(block(widths[k], widths[k + 1], cond_dim) for k in range(config.n_blocks))
+        self.out_bn = nn.BatchNorm2d(widths[-1])
+        self.out_conv = nn.Conv2d(widths[-1], config.channels, 3, padding=1)
+        self._width0 = widths[0]
+
+    def condition_embedding(self, y: Tensor) -> Tensor:  # y: (B, n_attributes) int64
+        return torch.cat([emb(y[:, a]) for a, emb in enumerate(self.embeddings)], dim=1)
+
+    def forward(self, z: Tensor, y: Tensor, *, cond: Tensor | None = None) -> Tensor:
+        """``cond`` replaces the looked-up condition embedding (B, n_attributes·embed_dim) when given,
+        which lets callers optimise or interpolate conditions in embedding space."""
+        e = self.condition_embedding(y) if cond is None else cond
+        h = self.fc(torch.cat([z, e], dim=1)).view(z.shape[0], self._width0, 4, 4)
+        ez = torch.cat([e, z], dim=1)  # every block sees the condition and the noise (BigGAN-style)
+        for block in self.blocks:
+            h = block(h, ez)
+        return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
+
+
+class DBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool) -> None:
+        super().__init__()
+        self.first = first
+        self.downsample = downsample
+        self.conv1 = spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.conv2 = spectral_norm(nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.skip = spectral_norm(nn.Conv2d(c_in, c_out, 1)) if (c_in != c_out or downsample) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x if self.first else F.relu(x)
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        s = x
+        if self.skip is not None:
+            if self.first:  # SNGAN's optimised first block: pool after the 1x1 projection
+                s = self.skip(s)
+                s = F.avg_pool2d(s, 2) if self.downsample else s
+            else:
+                s = self.skip(s)
+                s = F.avg_pool2d(s, 2) if self.downsample else s
+        return h + s
+
+
+class DBlockLight(nn.Module):
+    """DCGAN-style down-sampling: 4x4 convolution with stride 2 (spectrally normalised), leaky ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool) -> None:
+        super().__init__()
+        del first
+        self.conv = spectral_norm(
+            nn.Conv2d(c_in, c_out, 4, stride=2, padding=1) if downsample else nn.Conv2d(c_in, c_out, 3, padding=1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(self.conv(x), 0.1)
+
+
+class Discriminator(nn.Module):
+    """D(x, y) → (B,) realness logits, with a projection term per conditioning attribute."""
+
+    def __init__(self, config: GANConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = list(reversed(config.widths(config.d_width)))  # full resolution -> 4x4
+        block = DBlock if config.arch == "resnet" else DBlockLight
+        blocks = [block(config.channels, widths[0], downsample=True, first=True)]
+        blocks += [block(widths[k], widths[k + 1], downsample=True, first=False) for k in range(config.n_blocks - 1)]
+        blocks.append(block(widths[-2], widths[-1], downsample=False, first=False))
+        self.blocks = nn.ModuleList(blocks)
+        self.linear = spectral_norm(nn.Linear(widths[-1], 1))
+        self.projections = nn.ModuleList(spectral_norm(nn.Embedding(n, widths[-1])) for n in config.cardinalities)
+
+    def features(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, width)
+        h = x
+        for block in self.blocks:
+            h = block(h)
+        return F.relu(h).sum(dim=(2, 3))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:  # y: (B, n_attributes)
+        phi = self.features(x)
+        out = self.linear(phi).squeeze(1)
+        for a, proj in enumerate(self.projections):
+            out = out + (proj(y[:, a]) * phi).sum(dim=1)
+        return out
+
+
+def save_module(module: nn.Module, config: GANConfig, directory: Path, name: str) -> None:
+    """Write ``<name>.safetensors`` and ``config.json`` (the config that rebuilds the module)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", config_to_dict(config))
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(directory / f"{name}.safetensors"))
+
+
+def load_config(directory: Path) -> GANConfig:
+    return config_from_dict(GANConfig, read_json(Path(directory) / "config.json"), source=str(directory))
+
+
+def load_generator(directory: Path, *, name: str = "generator_ema", device: str = "cpu") -> Generator:
+    """Rebuild the generator from its saved config and weights, in eval mode."""
+    directory = Path(directory)
+    g = Generator(load_config(directory))
+    g.load_state_dict(load_file(str(directory / f"{name}.safetensors"), device=device), strict=True)
+    return g.to(device).eval()
+
+
+def load_discriminator(directory: Path, *, device: str = "cpu") -> Discriminator:
+    directory = Path(directory)
+    d = Discriminator(load_config(directory))
+    d.load_state_dict(load_file(str(directory / "discriminator.safetensors"), device=device), strict=True)
+    return d.to(device).eval()

@@ -1,0 +1,122 @@
+"""The HTTP contract: image sets, images, items, health; bad input is a 4xx that says what to fix."""
+
+import io
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from api.app import create_app
+from api.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def client(trained_artifacts):
+    root, _ = trained_artifacts
+    with TestClient(create_app(Settings(artifacts=root)), raise_server_exceptions=False) as c:
+        yield c
+
+
+def known_user(trained_artifacts) -> str:
+    import numpy as np
+
+    root, version = trained_artifacts
+    with np.load(root / version / "embeddings" / "factors.npz") as f:
+        return str(f["user_ids"][0])
+
+
+def test_health_names_the_serving_bundle(client, trained_artifacts):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "bundle_version": trained_artifacts[1], "detail": None}
+
+
+def test_image_set_for_a_known_user(client, trained_artifacts):
+    user = known_user(trained_artifacts)
+    r = client.get(f"/v1/users/{user}/image-set", params={"n": 6, "neighbours": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["strategy"] == "personalised"
+    assert body["bundle_version"] == trained_artifacts[1]
+    images = body["images"]
+    assert len(images) == 6
+    assert len({i["image_id"] for i in images}) == 6
+    for img in images:
+        assert set(img["condition"]) == {"class", "colour", "pattern"}
+        assert 0.0 <= img["score"] <= 1.0
+        assert len(img["nearest_items"]) == 3
+        sims = [n["similarity"] for n in img["nearest_items"]]
+        assert sims == sorted(sims, reverse=True)
+
+
+def test_same_request_gives_the_same_images(client, trained_artifacts):
+    user = known_user(trained_artifacts)
+    a = client.get(f"/v1/users/{user}/image-set?n=4").json()
+    b = client.get(f"/v1/users/{user}/image-set?n=4").json()
+    assert [i["image_id"] for i in a["images"]] == [i["image_id"] for i in b["images"]]
+    png_a = client.get(f"/v1/images/{a['images'][0]['image_id']}.png").content
+    assert png_a == client.get(f"/v1/images/{b['images'][0]['image_id']}.png").content
+
+
+def test_generated_png_opens_and_regenerates_identically_without_the_cache(client, trained_artifacts):
+    user = known_user(trained_artifacts)
+    image_id = client.get(f"/v1/users/{user}/image-set?n=1").json()["images"][0]["image_id"]
+    r = client.get(f"/v1/images/{image_id}.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(r.content)).size == (64, 64)
+    # a second app (a fresh process would be the same) has an empty cache and must render the same pixels
+    root, _ = trained_artifacts
+    with TestClient(create_app(Settings(artifacts=root))) as fresh:
+        assert fresh.get(f"/v1/images/{image_id}.png").content == r.content
+
+
+def test_unknown_user_gets_the_cold_start_set(client):
+    r = client.get("/v1/users/never-seen-before-42/image-set?n=5")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["strategy"] == "cold_start"
+    assert len(body["images"]) == 5 and all(img["nearest_items"] for img in body["images"])
+
+
+@pytest.mark.parametrize(
+    "path,field",
+    [
+        ("/v1/users/U1/image-set?n=0", "n"),
+        ("/v1/users/U1/image-set?n=1000", "n"),
+        ("/v1/users/U1/image-set?n=abc", "n"),
+        ("/v1/users/U1/image-set?neighbours=-1", "neighbours"),
+        ("/v1/users/U1/image-set?session_id=%20bad%20", "session_id"),
+        ("/v1/users/%20%3Cscript%3E/image-set", "user_id"),
+    ],
+)
+def test_bad_parameters_are_422_naming_the_field(client, path, field):
+    r = client.get(path)
+    assert r.status_code == 422
+    assert field in r.json()["detail"]
+
+
+def test_unknown_or_malformed_image_ids_are_404(client, trained_artifacts):
+    assert client.get("/v1/images/not-an-id.png").status_code == 404
+    other = "20000101T000000Z-abcdef_0.0.0_0000000000000001"
+    r = client.get(f"/v1/images/{other}.png")
+    assert r.status_code == 404 and "no longer serves" in r.json()["detail"]
+    version = trained_artifacts[1]
+    assert client.get(f"/v1/images/{version}_999.0.0_0000000000000001.png").status_code == 404
+
+
+def test_items_metadata_and_photo(client, trained_artifacts):
+    user = known_user(trained_artifacts)
+    item_id = client.get(f"/v1/users/{user}/image-set?n=1").json()["images"][0]["nearest_items"][0]["item_id"]
+    r = client.get(f"/v1/items/{item_id}")
+    assert r.status_code == 200
+    assert r.json()["item_id"] == item_id and r.json()["has_image"]
+    photo = client.get(f"/v1/items/{item_id}/image.png")
+    assert photo.status_code == 200 and Image.open(io.BytesIO(photo.content)).size == (64, 64)
+    assert client.get("/v1/items/NOPE").status_code == 404
+
+
+def test_without_a_bundle_the_api_answers_503_not_500(tmp_path):
+    with TestClient(create_app(Settings(artifacts=tmp_path)), raise_server_exceptions=False) as c:
+        assert c.get("/healthz").status_code == 503
+        r = c.get("/v1/users/U1/image-set")
+        assert r.status_code == 503 and "vitrine train" in r.json()["detail"]

@@ -1,0 +1,32 @@
+"""Shared test setup. implicit asks for single-threaded OpenBLAS; set it before numpy loads BLAS."""
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """A small demo store (real generator, small sizes), shared by the tests that need shop data."""
+    from engine.world import DemoStoreConfig, write_demo_store
+
+    out = tmp_path_factory.mktemp("store") / "demo"
+    write_demo_store(out, DemoStoreConfig(n_items=320, n_users=300, weeks=3, seed=7), show_progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_artifacts(demo_store, tmp_path_factory) -> tuple[Path, str]:
+    """A bundle trained with the tiny preset on the small demo store, promoted. Returns (root, version)."""
+    from engine.config import load_train_config
+    from engine.pipeline import train_bundle
+
+    root = tmp_path_factory.mktemp("artifacts")
+    version = train_bundle(
+        demo_store, root, load_train_config("tiny", overrides={"seed": 1}), show_progress=False, promote=True
+    )
+    return root, version

@@ -1,0 +1,102 @@
+"""Bundles: written complete, loaded with checks, refused when broken, promoted atomically."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine.bundle import load_bundle
+from engine.promotion import promote_bundle
+from engine.registry import ArtifactRegistry, BundleRefused
+
+
+def test_bundle_round_trip_has_every_component_and_manifest(trained_artifacts):
+    root, version = trained_artifacts
+    bundle = load_bundle(root / version)
+    assert bundle.version == version
+    manifest = bundle.manifest
+    for key in (
+        "schema_version",
+        "package_version",
+        "seed",
+        "data_fingerprint",
+        "created_at",
+        "config",
+        "metrics",
+    ):
+        assert key in manifest
+    assert manifest["seed"] == 1
+    for component in ("catalogue", "embeddings", "classifier", "generator", "index"):
+        m = json.loads((root / version / component / "manifest.json").read_text())
+        assert m["data_fingerprint"] == manifest["data_fingerprint"]
+    # what was saved is what loads: the generator renders the same image twice, the index holds the catalogue
+    z, y = torch.zeros(1, bundle.generator.config.z_dim), torch.as_tensor(bundle.codes[:1].copy())
+    assert torch.equal(bundle.generator(z, y), load_bundle(root / version).generator(z, y))
+    assert bundle.retriever.index.ntotal == int(bundle.catalogue["has_image"].sum())
+    assert not list(root.glob(".staging-*"))
+
+
+def test_no_pickles_in_what_the_api_loads(trained_artifacts):
+    root, version = trained_artifacts
+    suffixes = {p.suffix for p in (root / version).rglob("*") if p.is_file()}
+    assert suffixes <= {".json", ".npz", ".safetensors", ".faiss", ".parquet"}
+
+
+def _copy(root, version, tmp_path):
+    reg = ArtifactRegistry(tmp_path)
+    shutil.copytree(root / version, tmp_path / version)
+    return reg
+
+
+def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(trained_artifacts, tmp_path):
+    root, version = trained_artifacts
+    reg = _copy(root, version, tmp_path)
+    reg.set_current(version)
+    broken = "20990101T000000Z-0badf0"
+    shutil.copytree(root / version, tmp_path / broken)
+    (tmp_path / broken / "generator" / "generator_ema.safetensors").write_bytes(b"not weights")
+    with pytest.raises(BundleRefused, match="failed to load"):
+        promote_bundle(reg, broken)
+    assert reg.current() == version
+
+
+def test_bundle_with_mismatched_components_is_refused(trained_artifacts, tmp_path):
+    root, version = trained_artifacts
+    _copy(root, version, tmp_path)
+    with np.load(tmp_path / version / "index" / "item_ids.npz") as f:
+        ids = f["item_ids"]
+    np.savez(tmp_path / version / "index" / "item_ids.npz", item_ids=ids[::-1].copy())
+    with pytest.raises(BundleRefused, match="FAISS index"):
+        load_bundle(tmp_path / version)
+
+
+def test_bundle_of_another_schema_is_refused(trained_artifacts, tmp_path):
+    root, version = trained_artifacts
+    _copy(root, version, tmp_path)
+    path = tmp_path / version / "embeddings" / "manifest.json"
+    m = json.loads(path.read_text())
+    m["schema_version"] = 99
+    path.write_text(json.dumps(m))
+    with pytest.raises(BundleRefused, match="schema_version 99"):
+        load_bundle(tmp_path / version)
+
+
+def test_promotion_refuses_a_worse_key_metric_unless_forced(trained_artifacts, tmp_path):
+    root, version = trained_artifacts
+    reg = _copy(root, version, tmp_path)
+    reg.set_current(version)
+    worse = "20990101T000000Z-00ba5e"
+    shutil.copytree(root / version, tmp_path / worse)
+    path = tmp_path / worse / "manifest.json"
+    m = json.loads(path.read_text())
+    algo = m["config"]["embeddings"]["algorithm"]
+    k = m["metrics"]["validation"]["k"]
+    m["metrics"]["validation"]["results"][algo]["warm"][f"ndcg@{k}"] *= 0.5
+    path.write_text(json.dumps(m))
+    with pytest.raises(BundleRefused, match="tolerance"):
+        promote_bundle(reg, worse)
+    assert reg.current() == version
+    promote_bundle(reg, worse, force=True)
+    assert reg.current() == worse
