@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import health, images, items
+from api.routers import health, images, items, sessions
 from api.settings import Settings, get_settings
 from engine.personaliser import PersonaliserConfig
 from engine.serving import NoBundle, ServingState, configure_runtime
@@ -82,4 +82,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(images.router)
     app.include_router(items.router)
+    app.include_router(sessions.router)
     return app

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -26,7 +29,10 @@ class GeneratedImageOut(BaseModel):
 class ImageSetOut(BaseModel):
     user_id: str
     session_id: str | None
-    strategy: str = Field(description="personalised | cold_start (shopper unknown: popular conditions)")
+    strategy: str = Field(
+        description="personalised (stored shopper) | session (session events folded in) | "
+        "cold_start (unknown shopper, no session: popular conditions)"
+    )
     bundle_version: str
     images: list[GeneratedImageOut]
 
@@ -49,3 +55,19 @@ class HealthOut(BaseModel):
 class ErrorOut(BaseModel):
     detail: str
     errors: list[dict] | None = None
+
+
+class SessionEventIn(BaseModel):
+    item_id: str = Field(min_length=1, max_length=128)
+    event_type: Literal["view", "add_to_cart", "purchase"]
+    timestamp: datetime | None = Field(None, description="when it happened, ISO 8601 (default: now; no zone = UTC)")
+
+
+class SessionEventsIn(BaseModel):
+    events: list[SessionEventIn] = Field(min_length=1, max_length=500)
+
+
+class SessionEventsOut(BaseModel):
+    session_id: str
+    accepted: int
+    session_events: int = Field(description="events this session now holds")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from engine.registry import BUNDLE_SCHEMA_VERSION, BundleRefused
@@ -44,6 +45,7 @@ class Bundle:
     retriever: FaissRetriever
     image_root: Path | None
     embedding_rows: np.ndarray  # (n_items,) row of each catalogue item in the embedding model, or -1
+    history: sp.csr_matrix  # (n_users, n_embedding_items) weighted training interactions, for session fold-in
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -90,6 +92,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         generator = load_generator(path / "generator", device=device)
         classifier = AttributeClassifier.load(path / "classifier", device=device)
         retriever = FaissRetriever.load(path / "index")
+        history = sp.load_npz(path / "embeddings" / "history.npz").tocsr()
     except Exception as exc:
         raise BundleRefused(
             f"bundle {path.name} refused: a component failed to load ({type(exc).__name__}: {exc})"
@@ -109,6 +112,8 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         problems.append("the FAISS index does not hold exactly the catalogue's items with images, in order")
     if retriever.dim != classifier.config.feature_dim:
         problems.append(f"index dimension {retriever.dim} != image feature dimension {classifier.config.feature_dim}")
+    if history.shape != (len(embeddings.user_ids), len(embeddings.item_ids)):
+        problems.append(f"history matrix {history.shape} does not match the embeddings' users × items")
     embedding_rows = embeddings.item_indices(catalogue["item_id"].tolist())
     if (embedding_rows < 0).all():
         problems.append("no catalogue item has an embedding")
@@ -140,4 +145,5 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         retriever=retriever,
         image_root=Path(root) if root else None,
         embedding_rows=embedding_rows,
+        history=history,
     )

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 
 from engine.bundle import Bundle
+from engine.sessions import SessionEvent
 
 logger = logging.getLogger(__name__)
 
@@ -142,8 +143,32 @@ class Personaliser:
 
     # ---- who is the shopper -------------------------------------------------------------------------
     def user_vector(self, user_id: str) -> np.ndarray | None:
+        """The stored vector of a shopper seen in training, or None."""
         row = self.bundle.embeddings.user_index(user_id)
         return None if row < 0 else self.bundle.embeddings.user_factors[row]
+
+    def session_vector(self, user_id: str, events: list[SessionEvent]) -> np.ndarray | None:
+        """Fold the session's events into the shopper's history (or into nothing, for a new shopper).
+
+        One ALS half-step (``EmbeddingModel.fold_in``) on the shopper's weighted training history plus the
+        session's events weighted by type (the bundle's weighting, no decay: they are happening now).
+        Items the embedding model does not know are ignored; None when nothing is left.
+        """
+        emb = self.bundle.embeddings
+        weights = self.bundle.weighting.type_weights
+        rows = emb.item_indices([e.item_id for e in events])
+        strength = np.array([weights.get(e.event_type, 0.0) for e in events], dtype=np.float64)
+        keep = rows >= 0
+        rows, strength = rows[keep], strength[keep]
+        urow = emb.user_index(user_id)
+        if urow >= 0:
+            hist = self.bundle.history[urow]
+            rows = np.concatenate([hist.indices.astype(np.int64), rows])
+            strength = np.concatenate([hist.data.astype(np.float64), strength])
+        if rows.size == 0:
+            return self.user_vector(user_id)
+        uniq, inverse = np.unique(rows, return_inverse=True)
+        return emb.fold_in(uniq, np.bincount(inverse.ravel(), weights=strength))
 
     def condition_distribution(self, user_vector: np.ndarray | None) -> np.ndarray:
         """p(condition | shopper) over ``self.conditions``; popularity when there is no vector."""
@@ -227,15 +252,28 @@ class Personaliser:
             out.append(items)
         return out
 
-    def image_set(self, user_id: str, n: int = 8, *, neighbours: int = 4) -> ImageSet:
+    def image_set(
+        self, user_id: str, n: int = 8, *, neighbours: int = 4, session: list[SessionEvent] | None = None
+    ) -> ImageSet:
+        """n generated images for a shopper; ``session`` events (if any) are folded in first.
+
+        Strategy: ``session`` when session events shaped the vector, ``personalised`` for a stored shopper,
+        ``cold_start`` otherwise. The condition draw is seeded by the shopper and the session's length, so
+        the set is stable between events and changes as soon as a new event arrives.
+        """
         if not 1 <= n <= self.config.max_set_size:
             raise ValueError(f"n must be between 1 and {self.config.max_set_size}; got {n}")
         if not 1 <= neighbours <= self.config.max_neighbours:
             raise ValueError(f"neighbours must be between 1 and {self.config.max_neighbours}; got {neighbours}")
-        vector = self.user_vector(user_id)
-        strategy = "personalised" if vector is not None else "cold_start"
+        if session:
+            vector = self.session_vector(user_id, session)
+            known = self.bundle.embeddings.item_indices([e.item_id for e in session]) >= 0
+            strategy = "session" if known.any() else ("personalised" if vector is not None else "cold_start")
+        else:
+            vector = self.user_vector(user_id)
+            strategy = "personalised" if vector is not None else "cold_start"
         p = self.condition_distribution(vector)
-        chosen = self.choose_conditions(p, n, stable_seed(user_id, self.version, "conditions"))
+        chosen = self.choose_conditions(p, n, stable_seed(user_id, self.version, "conditions", len(session or ())))
         codes = self.conditions[chosen]
         seeds = [stable_seed(user_id, self.version, slot) for slot in range(n)]
         images = self.generate(codes, seeds)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from engine.classifier_training import train_classifier
@@ -203,6 +204,8 @@ def _train_into(
         )
         emb_dir = out / "embeddings"
         embeddings.save(emb_dir)
+        # each user's weighted history, so a session can be folded in on top of it at serving time
+        sp.save_npz(emb_dir / "history.npz", matrix.tocsr(), compressed=True)
         write_json(emb_dir / "weighting.json", config_to_dict(config.weighting))
         write_json(
             emb_dir / "manifest.json",

@@ -16,6 +16,7 @@ import torch
 from engine.bundle import load_bundle
 from engine.personaliser import ImageSet, Personaliser, PersonaliserConfig
 from engine.registry import ArtifactRegistry, BundleRefused
+from engine.sessions import MemorySessionStore, SessionEvent, SessionStore
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,12 @@ def configure_runtime(torch_threads: int | None) -> None:
 
 
 class ServingState:
-    def __init__(self, artifacts: Path, config: PersonaliserConfig | None = None) -> None:
+    def __init__(
+        self, artifacts: Path, config: PersonaliserConfig | None = None, *, sessions: SessionStore | None = None
+    ) -> None:
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
+        self.sessions = sessions or MemorySessionStore()
         self._personaliser: Personaliser | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
@@ -81,5 +85,21 @@ class ServingState:
         logger.info("serving bundle %s", version)
         return version
 
-    def image_set(self, user_id: str, n: int, *, neighbours: int) -> ImageSet:
-        return self.personaliser.image_set(user_id, n, neighbours=neighbours)
+    def image_set(self, user_id: str, n: int, *, neighbours: int, session_id: str | None = None) -> ImageSet:
+        session = self.sessions.get(session_id) if session_id else None
+        return self.personaliser.image_set(user_id, n, neighbours=neighbours, session=session)
+
+    def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:
+        """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then)."""
+        personaliser = self.personaliser
+        unknown = sorted({e.item_id for e in events if personaliser.item(e.item_id) is None})
+        if unknown:
+            raise UnknownItems(unknown)
+        return self.sessions.add(session_id, events)
+
+
+class UnknownItems(ValueError):
+    def __init__(self, item_ids: list[str]) -> None:
+        shown = ", ".join(item_ids[:10]) + (" …" if len(item_ids) > 10 else "")
+        super().__init__(f"{len(item_ids)} event(s) name items that are not in the catalogue: {shown}")
+        self.item_ids = item_ids

@@ -38,7 +38,7 @@ def image_set(
         raise HTTPException(422, f"n must be at most {settings.max_set_size}; got {n}")
     if neighbours > settings.max_neighbours:
         raise HTTPException(422, f"neighbours must be at most {settings.max_neighbours}; got {neighbours}")
-    result = state.image_set(user_id, n, neighbours=neighbours)
+    result = state.image_set(user_id, n, neighbours=neighbours, session_id=session_id)
     base = str(request.base_url).rstrip("/")
     return ImageSetOut(
         user_id=result.user_id,

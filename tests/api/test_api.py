@@ -120,3 +120,44 @@ def test_without_a_bundle_the_api_answers_503_not_500(tmp_path):
         assert c.get("/healthz").status_code == 503
         r = c.get("/v1/users/U1/image-set")
         assert r.status_code == 503 and "vitrine train" in r.json()["detail"]
+
+
+def _bundle_catalogue(trained_artifacts):
+    import pandas as pd
+
+    root, version = trained_artifacts
+    return pd.read_parquet(root / version / "catalogue" / "items.parquet")
+
+
+def test_session_events_change_the_next_image_set_of_an_anonymous_session(client, trained_artifacts):
+    cat = _bundle_catalogue(trained_artifacts)
+    before = client.get("/v1/users/anon-7/image-set?n=4&session_id=sess-1").json()
+    assert before["strategy"] == "cold_start"
+    items = cat["item_id"].iloc[:5].tolist()
+    r = client.post(
+        "/v1/sessions/sess-1/events", json={"events": [{"item_id": i, "event_type": "view"} for i in items]}
+    )
+    assert r.status_code == 200 and r.json() == {"session_id": "sess-1", "accepted": 5, "session_events": 5}
+    after = client.get("/v1/users/anon-7/image-set?n=4&session_id=sess-1").json()
+    assert after["strategy"] == "session"
+    assert [i["image_id"] for i in after["images"]] != [i["image_id"] for i in before["images"]]
+    # the same session state gives the same set again
+    again = client.get("/v1/users/anon-7/image-set?n=4&session_id=sess-1").json()
+    assert [i["image_id"] for i in again["images"]] == [i["image_id"] for i in after["images"]]
+
+
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ({"events": [{"item_id": "NOT-AN-ITEM", "event_type": "view"}]}, "not in the catalogue"),
+        ({"events": [{"item_id": "x", "event_type": "like"}]}, "event_type"),
+        ({"events": []}, "events"),
+        ({"events": [{"item_id": "x", "event_type": "view", "timestamp": "tuesday"}]}, "timestamp"),
+        ({}, "events"),
+    ],
+)
+def test_bad_session_events_are_422_and_store_nothing(client, body, needle):
+    r = client.post("/v1/sessions/sess-bad/events", json=body)
+    assert r.status_code == 422
+    assert needle in r.json()["detail"]
+    assert client.get("/v1/users/anon-9/image-set?n=2&session_id=sess-bad").json()["strategy"] == "cold_start"

@@ -1,0 +1,63 @@
+"""Session events for personalisation: what a shopper did in the current session, folded into their vector.
+
+A storefront posts session events (views, add_to_cart, purchases of catalogue items); the next image set
+for that session reflects them. :class:`SessionStore` is the interface; :class:`MemorySessionStore` keeps
+sessions in this process (bounded, least recently used dropped first) — fine for one worker and tests.
+With several workers, use the event store (``engine.eventstore``) so every worker sees every event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from features.schema import EVENT_TYPES
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionEvent:
+    item_id: str
+    event_type: str  # one of features.schema.EVENT_TYPES
+    timestamp: datetime
+
+    def __post_init__(self) -> None:
+        if self.event_type not in EVENT_TYPES:
+            raise ValueError(f"event_type must be one of {EVENT_TYPES}; got {self.event_type!r}")
+
+
+class SessionStore(Protocol):
+    def add(self, session_id: str, events: list[SessionEvent]) -> int: ...
+
+    def get(self, session_id: str) -> list[SessionEvent]: ...
+
+
+class MemorySessionStore:
+    """Sessions in memory, at most ``max_sessions`` (LRU) and ``max_events`` per session (oldest dropped)."""
+
+    def __init__(self, *, max_sessions: int = 100_000, max_events: int = 200) -> None:
+        self.max_sessions = max_sessions
+        self.max_events = max_events
+        self._data: OrderedDict[str, list[SessionEvent]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, session_id: str, events: list[SessionEvent]) -> int:
+        with self._lock:
+            stored = self._data.setdefault(session_id, [])
+            stored.extend(events)
+            stored.sort(key=lambda e: e.timestamp)
+            del stored[: max(0, len(stored) - self.max_events)]
+            self._data.move_to_end(session_id)
+            while len(self._data) > self.max_sessions:
+                self._data.popitem(last=False)
+            return len(stored)
+
+    def get(self, session_id: str) -> list[SessionEvent]:
+        with self._lock:
+            events = self._data.get(session_id)
+            if events is None:
+                return []
+            self._data.move_to_end(session_id)
+            return list(events)
