@@ -15,8 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import health, images, items, sessions
+from api.routers import events, experiments, health, images, items, sessions
 from api.settings import Settings, get_settings
+from engine.eventstore import EventStore, StoreError
 from engine.personaliser import PersonaliserConfig
 from engine.serving import NoBundle, ServingState, configure_runtime
 
@@ -46,7 +47,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         state.load_current()
         app.state.serving = state
+        try:  # experiments and events need the store; image sets must keep serving without it
+            app.state.events = EventStore(settings.database_url)
+        except (StoreError, ValueError) as exc:
+            app.state.events = None
+            app.state.events_error = str(exc)
+            logger.error("event store unavailable: %s", exc)
         yield
+        if app.state.events is not None:
+            app.state.events.close()
 
     app = FastAPI(
         title="Vitrine",
@@ -83,4 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(items.router)
     app.include_router(sessions.router)
+    app.include_router(experiments.router)
+    app.include_router(events.router)
     return app

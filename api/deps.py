@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 
+from engine.eventstore import EventStore
 from engine.serving import ServingState
 
 
 def get_state(request: Request) -> ServingState:
     return request.app.state.serving
+
+
+def get_event_store(request: Request) -> EventStore:
+    store = getattr(request.app.state, "events", None)
+    if store is None:
+        reason = getattr(request.app.state, "events_error", "it was not opened")
+        raise HTTPException(503, f"the event store is unavailable ({reason}); check VITRINE_DATABASE_URL")
+    return store

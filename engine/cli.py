@@ -133,6 +133,70 @@ def _cmd_bench_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace):
+    from engine.eventstore import EventStore, StoreError
+
+    try:
+        return EventStore(args.database_url)
+    except StoreError as exc:
+        raise ValueError(f"{exc} (set --database-url or VITRINE_DATABASE_URL)") from None
+
+
+def _cmd_experiments_create(args: argparse.Namespace) -> int:
+    from engine.experiments import ExperimentRegistry, load_experiment_file
+
+    with _store(args) as store:
+        experiment = ExperimentRegistry(store).create(load_experiment_file(Path(args.config)))
+    print(json.dumps(experiment.to_dict(), indent=2))
+    return 0
+
+
+def _cmd_experiments_list(args: argparse.Namespace) -> int:
+    from engine.experiments import list_experiments
+
+    with _store(args) as store:
+        experiments = list_experiments(store)
+    if not experiments:
+        print(f"no experiments in {args.database_url}; create one with `vitrine experiments create --config F.json`")
+    for e in experiments:
+        arms = ", ".join(f"{v['name']}={v['weight']:g} ({v['strategy']})" for v in e["variants"])
+        print(f"{e['name']}  {e['unit']}  {e['start']} → {e['stop']}  traffic {e['traffic']:.0%}  [{arms}]")
+    return 0
+
+
+def _cmd_experiments_report(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from engine.experiments import UnknownExperiment, experiment_report, render_report, write_chart
+
+    as_of = datetime.fromisoformat(args.as_of) if args.as_of else None
+    with _store(args) as store:
+        try:
+            report = experiment_report(store, args.name, as_of=as_of)
+        except UnknownExperiment as exc:
+            raise ValueError(str(exc)) from None
+    print(json.dumps(report, indent=2) if args.json else render_report(report))
+    if args.chart:
+        print(f"chart: {write_chart(report, Path(args.chart))}")
+    return 0
+
+
+def _cmd_experiments_simulate(args: argparse.Namespace) -> int:
+    from engine.experiments.simulator import SimulationSettings, simulate_aa, simulate_ab
+
+    tastes = None
+    if args.store:
+        from engine.world import load_tastes
+
+        tastes = list(load_tastes(Path(args.store)).values())
+    runs = args.runs or (200 if args.kind == "aa" else 40)
+    settings = SimulationSettings(runs=runs, shoppers=args.shoppers, days=args.days, alpha=args.alpha, seed=args.seed)
+    simulate = simulate_aa if args.kind == "aa" else simulate_ab
+    summary = simulate(settings, tastes=tastes, show_progress=not args.no_progress)
+    print(summary.render())
+    return 0 if summary.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrine", description="Personalised product imagery.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -197,6 +261,36 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--n", type=int, default=8, help="images per set")
     load.add_argument("--json", help="also write the figures to this JSON file")
     load.set_defaults(func=_cmd_bench_load)
+
+    exps = sub.add_parser("experiments", help="A/B tests: define, report, simulate").add_subparsers(
+        dest="experiments_command", required=True
+    )
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument(
+        "--database-url",
+        default=os.environ.get("VITRINE_DATABASE_URL", "sqlite:///data/events.db"),
+        help="event store (default $VITRINE_DATABASE_URL or sqlite:///data/events.db)",
+    )
+    create = exps.add_parser("create", parents=[db], help="create an experiment from a JSON file")
+    create.add_argument("--config", required=True, help="experiment JSON (see docs/EXPERIMENTS.md)")
+    create.set_defaults(func=_cmd_experiments_create)
+    exps.add_parser("list", parents=[db], help="list experiments").set_defaults(func=_cmd_experiments_list)
+    rep = exps.add_parser("report", parents=[db], help="per-variant results, lifts, SRM, sequential test, CUPED")
+    rep.add_argument("name")
+    rep.add_argument("--as-of", help="ISO 8601 time to report as of (default: now, or the stop if earlier)")
+    rep.add_argument("--chart", help="also write the cumulative conversion chart to this PNG")
+    rep.add_argument("--json", action="store_true", help="print the report as JSON")
+    rep.set_defaults(func=_cmd_experiments_report)
+    sim = exps.add_parser("simulate", help="check the statistics on simulated shoppers (in process)")
+    sim.add_argument("kind", choices=["aa", "ab"], help="aa: false positives; ab: personalised vs popular")
+    sim.add_argument("--runs", type=int, help="simulated experiments (default 200 for aa, 40 for ab)")
+    sim.add_argument("--shoppers", type=int, default=2000, help="shoppers per experiment")
+    sim.add_argument("--days", type=int, default=14, help="experiment length = number of daily looks")
+    sim.add_argument("--alpha", type=float, default=0.05)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--store", help="draw tastes from this demo store's hidden tastes (default: fresh draws)")
+    sim.add_argument("--no-progress", action="store_true")
+    sim.set_defaults(func=_cmd_experiments_simulate)
     return parser
 
 
