@@ -55,6 +55,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.evaluate import evaluate_bundle
 
+    if not args.data:
+        raise ValueError("vitrine evaluate needs --data (the data the bundle was trained on)")
     report = evaluate_bundle(
         Path(args.data),
         Path(args.artifacts),
@@ -65,6 +67,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(report.render())
     print(f"\nreport: {report.json_path}\ncontact sheet: {report.contact_sheet_path}")
+    return 0
+
+
+def _cmd_evaluate_recommenders(args: argparse.Namespace) -> int:
+    from engine.evaluate_recommenders import evaluate_recommenders, render
+
+    out = Path(args.out) if args.out else None
+    report = evaluate_recommenders(
+        Path(args.data), test_days=args.test_days, k=args.k, out=out, seed=args.seed, show_progress=not args.no_progress
+    )
+    print(render(report))
+    if out:
+        print(f"\nreport: {out}")
     return 0
 
 
@@ -224,7 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="evaluate a bundle; print metrics and write a JSON report")
-    ev.add_argument("--data", required=True)
+    ev_sub = ev.add_subparsers(dest="evaluate_command")
+    rec = ev_sub.add_parser("recommenders", help="Vitrine's recommender against baselines on a time split")
+    rec.add_argument("--data", required=True, help="demo store or H&M folder")
+    rec.add_argument("--test-days", type=int, default=1, help="held-out last days (default 1)")
+    rec.add_argument("--k", type=int, default=12)
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--out", help="JSON report path")
+    rec.add_argument("--no-progress", action="store_true")
+    rec.set_defaults(func=_cmd_evaluate_recommenders)
+    ev.add_argument("--data")
     ev.add_argument("--artifacts", default="data/artifacts")
     ev.add_argument("--version", help="bundle version (default: the serving one)")
     ev.add_argument("--out", help="report folder (default <artifacts>/reports/<version>)")

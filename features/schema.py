@@ -15,7 +15,9 @@ Event log columns (one row per shopper action):
 
 Catalogue columns: ``item_id`` (str, unique), one str column per conditioning attribute (named in
 ``StoreData.attributes``, e.g. ``class``, ``colour``, ``pattern``), ``price`` (float, may be NaN) and
-``image`` (path of the item's image relative to ``StoreData.image_root``, empty when it has none).
+``image`` (path of the item's image relative to ``StoreData.image_root``, empty when it has none) and
+``group`` (the item's product family — variants of one product, such as H&M's product_code — empty
+when unknown).
 """
 
 from __future__ import annotations

@@ -198,5 +198,8 @@ def validate_catalogue(
     out["price"] = price.to_numpy(dtype=float)[ok]
     image = raw["image"].fillna("").astype(str) if "image" in raw else pd.Series("", index=raw.index)
     out["image"] = image.to_numpy()[ok]
+    # optional product family (variants of one product, e.g. H&M's product_code); empty when unknown
+    group = raw["group"].fillna("").astype(str) if "group" in raw else pd.Series("", index=raw.index)
+    out["group"] = group.to_numpy()[ok]
     report.rows_loaded = len(out)
     return out.reset_index(drop=True), report

@@ -8,7 +8,8 @@ Mapping to the common schema: a customer is a user; each purchase row is a ``pur
 midnight UTC of ``t_dat`` (H&M logs have no views or carts, and no time of day); a customer's
 purchases on one day form one session; the conditioning attributes are
 ``class`` = product_type_name, ``colour`` = colour_group_name, ``pattern`` = graphical_appearance_name.
-An article's price is the median price it was bought at (NaN if never bought in the loaded logs).
+An article's price is the median price it was bought at (NaN if never bought in the loaded logs); its
+product family (``group``) is its product_code (the same garment in other colours).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> Store
             f"{path} is not an H&M data folder: it needs articles.parquet and {transactions} "
             "(see ../shared/datasets/hm_fashion/SOURCE.md)."
         )
-    articles = pd.read_parquet(articles_path, columns=["article_id", *HM_ATTRIBUTE_COLUMNS.values()])
+    articles = pd.read_parquet(
+        articles_path, columns=["article_id", "product_code", *HM_ATTRIBUTE_COLUMNS.values()]
+    )
     tx = pd.concat([pd.read_parquet(p) for p in tx_paths], ignore_index=True)
     missing = {"t_dat", "customer_id", "article_id"} - set(tx.columns)
     if missing:
@@ -58,6 +61,7 @@ def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> Store
     raw_cat = pd.DataFrame({"item_id": articles["article_id"].astype("string")})
     for role, column in HM_ATTRIBUTE_COLUMNS.items():
         raw_cat[role] = articles[column].astype("string")
+    raw_cat["group"] = articles["product_code"].astype("string")
     if "price" in tx:
         raw_cat["price"] = raw_cat["item_id"].map(tx.groupby("article_id")["price"].median().astype(float))
     have_image = _image_names(path)

@@ -1,0 +1,371 @@
+"""Vitrine's default recommender: several candidate sources, re-ranked by a learned model.
+
+Candidates for a shopper seen in training come from
+  * repurchase — the shopper's own items (fashion shoppers buy the same article again, or in another size);
+  * item-kNN — BM25-weighted item-item neighbours of the shopper's items (implicit's BM25Recommender);
+  * product family — other variants (``group``, e.g. H&M's product_code) of the shopper's items;
+  * ALS — the shopper's top items by the implicit ALS model's score;
+  * recent best sellers — the last day's most bought items.
+Each (shopper, candidate) pair gets features from every source plus ALS's score, recency, popularity over
+several windows and the shopper's activity; a gradient-boosted classifier (scikit-learn's
+HistGradientBoosting) scores it. The classifier is trained without touching the evaluation period: the
+sources are fitted on the training log minus its last ``label_days``, and the labels are the purchases in
+those days. For prediction, the sources are refitted on the whole training log. Shoppers unseen in
+training get the recent best sellers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
+
+from engine.recommenders import Interactions, PopularityRecommender, build_interactions
+from engine.train_embeddings import fit_embeddings
+from features.weighting import WeightingConfig
+from models.embeddings import EmbeddingConfig
+
+logger = logging.getLogger(__name__)
+
+# Per-shopper relative scores travel between training windows of different history lengths; absolute
+# counts (all-time popularity, a shopper's number of items) did not, and made the ranker worse on H&M.
+FEATURES = (
+    "own_rel",
+    "knn_rel",
+    "family_rel",
+    "als_rel",
+    "blend",
+    "own_days_since",
+    "is_own",
+    "knn_rank",
+    "pop_1d",
+    "own_purchases",
+)
+
+
+def _group_max(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, groups, values)
+    return top[groups]
+
+
+def _relative(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each value divided by the largest value of its group (its shopper): scale-free per shopper."""
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, groups, values)
+    top = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+    return values / top[groups]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankerConfig:
+    label_days: int = 1  # length of one labelling window (the horizon being predicted)
+    label_windows: int = 5  # consecutive windows at the end of the training log, each with its own sources
+    knn_neighbours: int = 100
+    knn_candidates: int = 40
+    family_candidates: int = 20
+    popular_candidates: int = 20
+    als_candidates: int = 40
+    max_train_users: int = 20_000
+    embeddings: EmbeddingConfig = field(default_factory=lambda: EmbeddingConfig(factors=64, iterations=15))
+    model: str = "lambdarank"  # "lambdarank" (LightGBM, optimises NDCG per shopper) or "binary" (sklearn HGB)
+    max_iter: int = 200
+    learning_rate: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.model not in ("lambdarank", "binary"):
+            raise ValueError(f"model must be 'lambdarank' or 'binary'; got {self.model!r}")
+        if self.label_days < 1 or min(self.knn_candidates, self.family_candidates, self.popular_candidates) < 0:
+            raise ValueError("label_days must be >= 1 and candidate counts >= 0")
+
+
+def _row_top(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Keep each row's n largest entries."""
+    matrix = matrix.tocsr()
+    rows, cols, vals = [], [], []
+    for r in range(matrix.shape[0]):
+        start, end = matrix.indptr[r], matrix.indptr[r + 1]
+        if end == start:
+            continue
+        d, c = matrix.data[start:end], matrix.indices[start:end]
+        if len(d) > n:
+            keep = np.argpartition(-d, n - 1)[:n]
+            d, c = d[keep], c[keep]
+        rows.append(np.full(len(d), r))
+        cols.append(c)
+        vals.append(d)
+    if not rows:
+        return sp.csr_matrix(matrix.shape, dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=matrix.shape)
+
+
+def _row_ranks(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Same pattern, values replaced by the 1-based rank of each entry within its row (largest = 1)."""
+    matrix = matrix.tocsr().copy()
+    for r in range(matrix.shape[0]):
+        s, e = matrix.indptr[r], matrix.indptr[r + 1]
+        if e > s:
+            order = np.argsort(-matrix.data[s:e], kind="stable")
+            ranks = np.empty(e - s)
+            ranks[order] = np.arange(1, e - s + 1)
+            matrix.data[s:e] = ranks
+    return matrix
+
+
+class _Sources:
+    """Candidate sources and features, fitted on one training log."""
+
+    def __init__(self, data: Interactions, groups: np.ndarray | None, config: RerankerConfig, seed: int) -> None:
+        from implicit.nearest_neighbours import BM25Recommender
+
+        self.data = data
+        self.config = config
+        ev = data.events
+        ref_day = data.reference_time.floor("D")
+        n_users, n_items = data.matrix.shape
+        self.strength = data.matrix
+        ones = np.ones(len(ev), dtype=np.float32)
+        purchase = (ev["event_type"].astype(str) == "purchase").to_numpy()
+        self.purchases = sp.csr_matrix(
+            (ones[purchase], (ev["user_row"][purchase], ev["item_row"][purchase])), shape=(n_users, n_items)
+        )
+        age = ((ref_day - ev["timestamp"].dt.floor("D")).dt.days.to_numpy() + 1).astype(np.float32)
+        last = pd.DataFrame({"u": ev["user_row"], "i": ev["item_row"], "age": age}).groupby(["u", "i"])["age"].min()
+        self.own_age = sp.csr_matrix(
+            (last.to_numpy(), (last.index.get_level_values(0), last.index.get_level_values(1))),
+            shape=(n_users, n_items),
+        )
+        sold = ev[purchase] if purchase.any() else ev
+        sold_age = age[purchase] if purchase.any() else age
+        rows = sold["item_row"].to_numpy()
+        self.pop = {
+            "pop_1d": np.bincount(rows[sold_age <= 1], minlength=n_items).astype(np.float32),
+            "pop_7d": np.bincount(rows[sold_age <= 7], minlength=n_items).astype(np.float32),
+        }
+        self.popular = PopularityRecommender(window_days=1).fit(data).ranking_
+
+        knn = BM25Recommender(K=config.knn_neighbours)
+        with threadpool_limits(1, "blas"):
+            knn.fit(data.matrix, show_progress=False)
+        self.similarity = knn.similarity.tocsr().astype(np.float32)
+        self.family = None
+        if groups is not None:
+            codes = pd.factorize(pd.Series(groups))[0]
+            known = np.flatnonzero(np.asarray(groups) != "")
+            g = sp.csr_matrix(
+                (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, codes.max() + 1)
+            )
+            same = (g @ g.T).tocsr()
+            same.setdiag(0)
+            same.eliminate_zeros()
+            # a sibling's weight grows with how well it sells, so popular variants come first
+            self.family = (same @ sp.diags(1.0 + np.log1p(self.pop["pop_7d"]))).tocsr()
+        self.als = fit_embeddings(
+            data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
+        )
+
+    def candidates(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pair user positions, pair item rows, (pairs, len(FEATURES)) features) for warm users."""
+        c = self.config
+        hist = self.strength[user_rows]
+        knn = _row_top((hist @ self.similarity).tocsr(), c.knn_candidates) if c.knn_candidates else None
+        fam = (
+            _row_top((hist @ self.family).tocsr(), c.family_candidates)
+            if (self.family is not None and c.family_candidates)
+            else None
+        )
+        n = len(user_rows)
+        pop_top = self.popular[: c.popular_candidates]
+        pop_m = sp.csr_matrix(
+            (np.ones(n * len(pop_top), np.float32), (np.repeat(np.arange(n), len(pop_top)), np.tile(pop_top, n))),
+            shape=hist.shape,
+        )
+        union = (hist != 0).astype(np.float32) + pop_m
+        if knn is not None:
+            union = union + (knn != 0).astype(np.float32)
+        if fam is not None:
+            union = union + (fam != 0).astype(np.float32)
+        if c.als_candidates:
+            scores = self.als.user_factors[user_rows] @ self.als.item_factors.T
+            top = np.argpartition(-scores, c.als_candidates - 1, axis=1)[:, : c.als_candidates]
+            union = union + sp.csr_matrix(
+                (np.ones(top.size, np.float32), (np.repeat(np.arange(n), top.shape[1]), top.ravel())), shape=hist.shape
+            )
+        union = union.tocoo()
+        pu, pi = union.row, union.col
+
+        def at(m: sp.csr_matrix | None) -> np.ndarray:
+            if m is None:
+                return np.zeros(len(pu), np.float32)
+            return np.asarray(m[pu, pi]).ravel().astype(np.float32)
+
+        knn_full = (hist @ self.similarity).tocsr()
+        rank = _row_ranks(knn_full)
+        knn_rank = at(rank)
+        knn_rank[knn_rank == 0] = 9999
+        own_age = at(self.own_age[user_rows])
+        own_age[own_age == 0] = 999
+        uvec = self.als.user_factors[user_rows[pu]]
+        als = np.einsum("ij,ij->i", uvec, self.als.item_factors[pi])
+        own = at(hist)
+        own_rel = _relative(own, pu, n)
+        knn_rel = _relative(at(knn_full), pu, n)
+        fam_rel = _relative(at((hist @ self.family).tocsr()), pu, n) if self.family is not None else np.zeros(len(pu))
+        feats = np.column_stack(
+            [
+                own_rel,
+                knn_rel,
+                fam_rel,
+                als - _group_max(als, pu, n),
+                own_rel + knn_rel + 0.3 * fam_rel,  # a hand-made blend of the sources, a strong single feature
+                own_age,
+                (own > 0),
+                knn_rank,
+                self.pop["pop_1d"][pi],
+                at(self.purchases[user_rows]),
+            ]
+        ).astype(np.float32)
+        return pu, pi, feats
+
+
+class RerankRecommender:
+    """Candidate sources + a learned re-ranker; see the module docstring."""
+
+    name = "vitrine (candidates + re-ranker)"
+
+    def __init__(
+        self,
+        config: RerankerConfig | None = None,
+        *,
+        item_groups: pd.Series | None = None,
+        weighting: WeightingConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.config = config or RerankerConfig()
+        self.item_groups = item_groups  # item_id -> product family id ("" when unknown)
+        self.weighting = weighting or WeightingConfig()
+        self.seed = seed
+
+    def _groups(self, data: Interactions) -> np.ndarray | None:
+        if self.item_groups is None:
+            return None
+        g = self.item_groups.reindex(data.items.ids_).fillna("").astype(str).to_numpy()
+        return g if (g != "").any() else None
+
+    def _window(self, events: pd.DataFrame, cut: pd.Timestamp, end: pd.Timestamp, rng: np.random.Generator):
+        """Labelled pairs of one window: sources fitted before ``cut``, purchases in [cut, end) as labels."""
+        fit_ev = events[events["timestamp"] < cut]
+        label_ev = events[(events["timestamp"] >= cut) & (events["timestamp"] < end)]
+        label_ev = label_ev[label_ev["event_type"].astype(str) == "purchase"]
+        if fit_ev.empty or label_ev.empty:
+            return None
+        fit_data = build_interactions(fit_ev, self.weighting)
+        src = _Sources(fit_data, self._groups(fit_data), self.config, self.seed)
+        users = fit_data.users.transform(label_ev["user_id"].unique())
+        users = users[users >= 0]
+        if len(users) > self.config.max_train_users:
+            users = rng.choice(users, self.config.max_train_users, replace=False)
+        if len(users) == 0:
+            return None
+        pu, pi, x = src.candidates(users)
+        bought = set(
+            zip(
+                fit_data.users.transform(label_ev["user_id"]),
+                fit_data.items.transform(label_ev["item_id"]),
+                strict=True,
+            )
+        )
+        y = np.fromiter(((int(users[u]), int(i)) in bought for u, i in zip(pu, pi, strict=True)), bool, len(pu))
+        return x, y, pu
+
+    def fit(self, data: Interactions) -> RerankRecommender:
+        events = data.events.drop(columns=["user_row", "item_row", "weight"])
+        rng = np.random.default_rng(self.seed)
+        end = data.reference_time.floor("D") + pd.Timedelta(days=1)
+        parts = []
+        for w in range(self.config.label_windows):
+            window_end = end - pd.Timedelta(days=w * self.config.label_days)
+            part = self._window(events, window_end - pd.Timedelta(days=self.config.label_days), window_end, rng)
+            if part is not None:
+                parts.append(part)
+        self.model_ = None
+        if parts:
+            x = np.concatenate([p[0] for p in parts])
+            y = np.concatenate([p[1] for p in parts])
+            if y.any() and not y.all():
+                self.model_ = self._train(parts, x, y)
+                self.train_pairs_, self.train_positives_ = len(y), int(y.sum())
+                logger.info(
+                    "re-ranker trained on %d pairs (%d positives) from %d windows", len(y), int(y.sum()), len(parts)
+                )
+        if self.model_ is None:
+            logger.warning(
+                "re-ranker: no labelled pairs in the last %d days; ranking by the sources' sum", self.config.label_days
+            )
+        self.sources_ = _Sources(data, self._groups(data), self.config, self.seed)
+        return self
+
+    def _train(self, parts: list, x: np.ndarray, y: np.ndarray):
+        if self.config.model == "binary":
+            return HistGradientBoostingClassifier(
+                max_iter=self.config.max_iter,
+                learning_rate=self.config.learning_rate,
+                random_state=self.seed,
+                early_stopping=False,
+                min_samples_leaf=50,
+            ).fit(x, y)
+        import lightgbm
+
+        # one query per (window, shopper); queries without a purchase teach a ranker nothing
+        keep_x, keep_y, sizes = [], [], []
+        for px, py, pu in parts:
+            bounds = np.flatnonzero(np.diff(pu)) + 1
+            for xs, ys in zip(np.split(px, bounds), np.split(py, bounds), strict=True):
+                if ys.any():
+                    keep_x.append(xs)
+                    keep_y.append(ys)
+                    sizes.append(len(ys))
+        ranker = lightgbm.LGBMRanker(
+            objective="lambdarank",
+            n_estimators=self.config.max_iter,
+            learning_rate=self.config.learning_rate,
+            num_leaves=31,
+            min_child_samples=20,
+            random_state=self.seed,
+            n_jobs=2,
+            verbose=-1,
+        )
+        return ranker.fit(np.concatenate(keep_x), np.concatenate(keep_y).astype(int), group=sizes)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        if self.model_ is not None:
+            if self.config.model == "binary":
+                return self.model_.predict_proba(x)[:, 1]
+            return self.model_.predict(x)
+        # no labelled window (a very short log): the hand-made blend, ties broken by recent sales
+        return x[:, FEATURES.index("blend")] + 1e-6 * x[:, FEATURES.index("pop_1d")]
+
+    def recommend(self, user_rows: np.ndarray, k: int) -> np.ndarray:
+        src = self.sources_
+        out = np.tile(src.popular[:k], (len(user_rows), 1))
+        warm = np.flatnonzero(user_rows >= 0)
+        if len(warm) == 0:
+            return out
+        pu, pi, x = src.candidates(user_rows[warm])
+        score = self._score(x)
+        order = np.lexsort((-score, pu))
+        pu, pi = pu[order], pi[order]
+        starts = np.searchsorted(pu, np.arange(len(warm)))
+        ends = np.searchsorted(pu, np.arange(len(warm)), side="right")
+        for j, (s, e) in enumerate(zip(starts, ends, strict=True)):
+            items = pi[s:e][:k]
+            if len(items) < k:
+                extra = src.popular[~np.isin(src.popular, items)][: k - len(items)]
+                items = np.concatenate([items, extra])
+            out[warm[j]] = items
+        return out
