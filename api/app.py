@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import events, experiments, health, images, items, sessions
+from api.routers import admin, events, experiments, health, images, items, sessions
 from api.settings import Settings, get_settings
 from engine.eventstore import EventStore, StoreError
 from engine.personaliser import PersonaliserConfig
@@ -94,4 +94,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sessions.router)
     app.include_router(experiments.router)
     app.include_router(events.router)
+    app.include_router(admin.router)
     return app

@@ -37,6 +37,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from engine.config import load_train_config
     from engine.pipeline import train_bundle
 
+    if not args.data:
+        raise ValueError("vitrine train needs --data (a demo store or an H&M folder)")
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.device:
         overrides.update({"gan_training": {"device": args.device}, "classifier_training": {"device": args.device}})
@@ -49,6 +51,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
         promote=args.promote,
     )
     print(f"bundle {version} written to {Path(args.artifacts) / version}" + (" and promoted" if args.promote else ""))
+    return 0
+
+
+def _cmd_train_embeddings(args: argparse.Namespace) -> int:
+    from engine.pipeline import retrain_embeddings
+
+    version, comparison = retrain_embeddings(
+        Path(args.data),
+        Path(args.artifacts),
+        since=args.since,
+        parent=args.parent,
+        show_progress=not args.no_progress,
+    )
+    k = comparison["new"]["k"]
+    print(f"bundle {version} written (embeddings retrained; other components from {comparison['serving']['version']})")
+    print(f"validation on the last days, warm users:  {'':<10} {'recall@' + str(k):>10} {'ndcg@' + str(k):>10}")
+    for name in ("serving", "new"):
+        r = comparison[name]["results"]
+        if r:
+            warm = r["warm"]
+            print(f"  {name:<8} {comparison[name]['version']}  {warm[f'recall@{k}']:>10.4f} {warm[f'ndcg@{k}']:>10.4f}")
+    print(f"promote it with: vitrine promote {version} --artifacts {args.artifacts}")
     return 0
 
 
@@ -228,7 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_data_demo)
 
     train = sub.add_parser("train", help="train every model and write a bundle")
-    train.add_argument("--data", required=True, help="a data folder (demo store or H&M layout)")
+    train_sub = train.add_subparsers(dest="train_command")
+    emb = train_sub.add_parser("embeddings", help="retrain only the embeddings; other components from the parent")
+    emb.add_argument("--data", required=True)
+    emb.add_argument("--artifacts", default="data/artifacts")
+    emb.add_argument("--since", help="use only events from this date/time on (ISO 8601)")
+    emb.add_argument("--parent", help="bundle to start from (default: the serving one)")
+    emb.add_argument("--no-progress", action="store_true")
+    emb.set_defaults(func=_cmd_train_embeddings)
+    train.add_argument("--data", help="a data folder (demo store or H&M layout)")
     train.add_argument("--artifacts", default="data/artifacts", help="bundle root (default data/artifacts)")
     train.add_argument("--preset", default="demo", help="demo | full | tiny (default demo)")
     train.add_argument("--config", help="JSON file overriding the preset (unknown keys are errors)")

@@ -8,7 +8,10 @@ features in FAISS; write the bundle with manifests.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from engine.classifier_training import train_classifier
-from engine.config import TrainConfig
+from engine.config import TrainConfig, build_config
 from engine.gan_training import to_tensor_images, train_gan
 from engine.ranking import build_task, evaluate
 from engine.recommenders import FactorRecommender, PopularityRecommender, build_interactions
@@ -35,7 +38,7 @@ from features.schema import StoreData
 from features.split import time_split
 from features.vocab import IdVocabulary
 from features.weighting import EventWeighter
-from models._io import config_to_dict, write_json
+from models._io import config_to_dict, read_json, write_json
 from models.classifier import AttributeClassifier, ClassifierConfig
 from models.gan import GANConfig, save_module
 from models.retriever import FaissRetriever
@@ -157,6 +160,53 @@ def train_bundle(
     return version
 
 
+def _embeddings_into(
+    emb_dir: Path, store: StoreData, config: TrainConfig, timer: Timer, manifest, show_progress: bool
+) -> tuple[dict, sp.csr_matrix, IdVocabulary]:
+    """Validate on a time split, then train the serving embeddings on every event and save them."""
+    with timer.step("validate embeddings on a time split"):
+        validation = validate_embeddings(store, config, show_progress=show_progress)
+    algo, k = config.embeddings.algorithm, config.eval_k
+    warm = validation["results"][algo]["warm"]
+    logger.info(
+        "validation (last %d days, warm users): %s recall@%d=%.4f ndcg@%d=%.4f vs popularity recall@%d=%.4f",
+        config.test_days,
+        algo.upper(),
+        k,
+        warm[f"recall@{k}"],
+        k,
+        warm[f"ndcg@{k}"],
+        k,
+        validation["results"]["popularity"]["warm"][f"recall@{k}"],
+    )
+    with timer.step("train serving embeddings on all events"):
+        matrix, users, items, _ = _matrix(store.events, config)
+        embeddings = fit_embeddings(
+            matrix, users.ids_, items.ids_, config.embeddings, seed=config.seed, show_progress=show_progress
+        )
+        embeddings.save(emb_dir)
+        # each user's weighted history, so a session can be folded in on top of it at serving time
+        sp.save_npz(emb_dir / "history.npz", matrix.tocsr(), compressed=True)
+        write_json(emb_dir / "weighting.json", config_to_dict(config.weighting))
+        write_json(
+            emb_dir / "manifest.json",
+            manifest(
+                "embeddings",
+                config_to_dict(config.embeddings),
+                {"validation": validation},
+                users=len(users),
+                items=len(items),
+            ),
+        )
+    return validation, matrix, items
+
+
+def _item_popularity(catalogue: pd.DataFrame, matrix: sp.csr_matrix, items: IdVocabulary) -> np.ndarray:
+    popularity = np.asarray(matrix.sum(axis=0)).ravel()
+    rows = items.transform(catalogue["item_id"].to_numpy())
+    return np.where(rows >= 0, popularity[np.maximum(rows, 0)], 0.0).astype(float)
+
+
 def _train_into(
     out: Path, store: StoreData, config: TrainConfig, timer: Timer, fingerprint: str, show_progress: bool
 ) -> dict:
@@ -181,49 +231,8 @@ def _train_into(
         {a: len(v) for a, v in vis.encoder.values_.items()},
     )
 
-    with timer.step("validate embeddings on a time split"):
-        validation = validate_embeddings(store, config, show_progress=show_progress)
-    algo = config.embeddings.algorithm
-    k = config.eval_k
-    logger.info(
-        "validation (last %d days, warm users): %s recall@%d=%.4f ndcg@%d=%.4f vs popularity recall@%d=%.4f",
-        config.test_days,
-        algo.upper(),
-        k,
-        validation["results"][algo]["warm"][f"recall@{k}"],
-        k,
-        validation["results"][algo]["warm"][f"ndcg@{k}"],
-        k,
-        validation["results"]["popularity"]["warm"][f"recall@{k}"],
-    )
-
-    with timer.step("train serving embeddings on all events"):
-        matrix, users, items, _ = _matrix(store.events, config)
-        embeddings = fit_embeddings(
-            matrix, users.ids_, items.ids_, config.embeddings, seed=seed, show_progress=show_progress
-        )
-        emb_dir = out / "embeddings"
-        embeddings.save(emb_dir)
-        # each user's weighted history, so a session can be folded in on top of it at serving time
-        sp.save_npz(emb_dir / "history.npz", matrix.tocsr(), compressed=True)
-        write_json(emb_dir / "weighting.json", config_to_dict(config.weighting))
-        write_json(
-            emb_dir / "manifest.json",
-            manifest(
-                "embeddings",
-                config_to_dict(config.embeddings),
-                {"validation": validation},
-                users=len(users),
-                items=len(items),
-            ),
-        )
-
-    popularity = np.asarray(matrix.sum(axis=0)).ravel()
-    vis.items["popularity"] = (
-        pd.Series(items.transform(vis.items["item_id"]))
-        .map(lambda r: float(popularity[r]) if r >= 0 else 0.0)
-        .to_numpy()
-    )
+    validation, matrix, items = _embeddings_into(out / "embeddings", store, config, timer, manifest, show_progress)
+    vis.items["popularity"] = _item_popularity(vis.items, matrix, items)
     cat_dir = out / "catalogue"
     cat_dir.mkdir()
     vis.items.to_parquet(cat_dir / "items.parquet", index=False)
@@ -326,3 +335,112 @@ def image_features(classifier: AttributeClassifier, images: np.ndarray, *, batch
         for s in range(0, len(data), batch_size)
     ]
     return np.concatenate(out).astype(np.float32)
+
+
+def retrain_embeddings(
+    data_path: Path,
+    artifacts: Path,
+    *,
+    since: pd.Timestamp | None = None,
+    parent: str | None = None,
+    config: TrainConfig | None = None,
+    show_progress: bool = True,
+) -> tuple[str, dict]:
+    """A new bundle with fresh embeddings and the parent bundle's generator, classifier and index.
+
+    The parent (default: the serving bundle) gives the config unless one is passed. ``since`` keeps only
+    the events from that time on. Returns the new version and a comparison of its validation metrics
+    with the parent's. Nothing is promoted: `vitrine promote` decides.
+    """
+    registry = ArtifactRegistry(artifacts)
+    parent = parent or registry.current()
+    if parent is None:
+        raise ValueError(f"no serving bundle under {artifacts} to retrain from; run `vitrine train` first")
+    parent_dir = registry.path(parent)
+    parent_manifest = read_json(parent_dir / "manifest.json")
+    config = config or build_config(TrainConfig, parent_manifest["config"], source=f"bundle {parent}")
+    timer = Timer()
+    with timer.step("read and validate data"):
+        store = read_store(data_path)
+        if since is not None:
+            since = pd.Timestamp(since)
+            since = since.tz_localize("UTC") if since.tzinfo is None else since
+            kept = store.events[store.events["timestamp"] >= since]
+            if kept.empty:
+                raise ValueError(f"no events on or after {since.isoformat()}; choose an earlier --since")
+            store = dataclasses.replace(store, events=kept.reset_index(drop=True))
+    fingerprint = store.fingerprint()
+    version = registry.new_version(fingerprint)
+    staging = registry.staging(version)
+
+    def manifest(component: str, cfg: object = None, metrics: dict | None = None, **extra: object) -> dict:
+        return component_manifest(
+            component=component,
+            seed=config.seed,
+            data_fingerprint=fingerprint,
+            config=cfg,
+            metrics=metrics,
+            parents=[parent],
+            extra=extra or None,
+        )
+
+    try:
+        for component in ("classifier", "generator", "index", "catalogue"):
+            shutil.copytree(parent_dir / component, staging / component, copy_function=_link_or_copy)
+        validation, matrix, items = _embeddings_into(
+            staging / "embeddings", store, config, timer, manifest, show_progress
+        )
+        catalogue = pd.read_parquet(parent_dir / "catalogue" / "items.parquet")
+        catalogue["popularity"] = _item_popularity(catalogue, matrix, items)
+        (staging / "catalogue" / "items.parquet").unlink()  # a hard link to the parent's: replace, never write
+        catalogue.to_parquet(staging / "catalogue" / "items.parquet", index=False)
+        metrics = {**parent_manifest.get("metrics", {}), "validation": validation}
+        bundle_manifest = component_manifest(
+            component="bundle",
+            seed=config.seed,
+            data_fingerprint=fingerprint,
+            config=config.to_dict(),
+            metrics=metrics,
+            parents=[parent],
+            extra={
+                "version": version,
+                "retrained": ["embeddings"],
+                "since": since.isoformat() if since else None,
+                "data": {
+                    "name": store.name,
+                    "path": str(Path(data_path).resolve()),
+                    "reports": {k: r.to_dict() for k, r in store.reports.items()},
+                },
+                "seconds": timer.seconds,
+            },
+        )
+        registry.commit(staging, version, bundle_manifest)
+    except BaseException:
+        registry.discard(staging)
+        raise
+    return version, compare_validation(parent_manifest, bundle_manifest)
+
+
+def compare_validation(old: dict, new: dict) -> dict:
+    """Warm and all-user metrics of two bundles' embeddings, side by side."""
+    out = {}
+    for name, manifest in (("serving", old), ("new", new)):
+        v = manifest.get("metrics", {}).get("validation", {})
+        algo = manifest.get("config", {}).get("embeddings", {}).get("algorithm")
+        out[name] = {
+            "version": manifest.get("version"),
+            "k": v.get("k"),
+            "split": v.get("split"),
+            "results": v.get("results", {}).get(algo),
+            "popularity": v.get("results", {}).get("popularity"),
+        }
+    return out
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    """Bundles are immutable, so unchanged components can share files with their parent."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst

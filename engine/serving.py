@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -33,7 +34,12 @@ def configure_runtime(torch_threads: int | None) -> None:
 
 class ServingState:
     def __init__(
-        self, artifacts: Path, config: PersonaliserConfig | None = None, *, sessions: SessionStore | None = None
+        self,
+        artifacts: Path,
+        config: PersonaliserConfig | None = None,
+        *,
+        sessions: SessionStore | None = None,
+        watch_seconds: float | None = 5.0,
     ) -> None:
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
@@ -41,6 +47,9 @@ class ServingState:
         self._personaliser: Personaliser | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self.watch_seconds = watch_seconds
+        self._last_check = time.monotonic()
+        self._refused: set[str] = set()
 
     @property
     def personaliser(self) -> Personaliser:
@@ -85,7 +94,29 @@ class ServingState:
         logger.info("serving bundle %s", version)
         return version
 
+    def follow_pointer(self) -> None:
+        """Every ``watch_seconds``, pick up a newly promoted bundle (so every worker follows `vitrine promote`).
+
+        A bundle that fails to load is logged and skipped; the current one keeps serving.
+        """
+        if self.watch_seconds is None or time.monotonic() - self._last_check < self.watch_seconds:
+            return
+        self._last_check = time.monotonic()
+        current = self.registry.current()
+        if current and current != self.version and current not in self._refused and not self._lock.locked():
+            # load in the background: the request that noticed the change must not wait for it
+            threading.Thread(target=self._load_quietly, args=(current,), daemon=True).start()
+
+    def _load_quietly(self, version: str) -> None:
+        try:
+            self.reload(version)
+        except (BundleRefused, ValueError) as exc:
+            self._refused.add(version)
+            self.last_error = str(exc)
+            logger.error("promoted bundle %s not loaded, still serving %s: %s", version, self.version, exc)
+
     def image_set(self, user_id: str, n: int, *, neighbours: int, session_id: str | None = None) -> ImageSet:
+        self.follow_pointer()
         session = self.sessions.get(session_id) if session_id else None
         return self.personaliser.image_set(user_id, n, neighbours=neighbours, session=session)
 

@@ -1,0 +1,36 @@
+"""Admin: switch to the promoted bundle without stopping the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
+
+from api.deps import get_state
+from api.routers.experiments import require_admin
+from api.schemas import ErrorOut
+from engine.registry import BundleRefused
+from engine.serving import ServingState
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class ReloadOut(BaseModel):
+    previous: str | None
+    serving: str
+
+
+@router.post(
+    "/reload",
+    response_model=ReloadOut,
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    summary="Load the registry's CURRENT bundle (after `vitrine promote`); requests in flight finish on the old one",
+)
+def reload(state: Annotated[ServingState, Depends(get_state)]) -> ReloadOut:
+    previous = state.version
+    try:
+        serving = state.reload()
+    except BundleRefused as exc:
+        raise HTTPException(409, f"{exc}; still serving {previous}") from exc
+    return ReloadOut(previous=previous, serving=serving)
