@@ -20,6 +20,7 @@ from api.settings import Settings, get_settings
 from engine.eventstore import EventStore, StoreError
 from engine.personaliser import PersonaliserConfig
 from engine.serving import NoBundle, ServingState, configure_runtime
+from engine.storefront import Storefront
 
 logger = logging.getLogger("vitrine.api")
 
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.events = None
             app.state.events_error = str(exc)
             logger.error("event store unavailable: %s", exc)
+        app.state.storefront = Storefront(state, app.state.events)
         yield
         if app.state.events is not None:
             app.state.events.close()

@@ -6,6 +6,7 @@ from fastapi import HTTPException, Request
 
 from engine.eventstore import EventStore
 from engine.serving import ServingState
+from engine.storefront import Storefront
 
 
 def get_state(request: Request) -> ServingState:
@@ -18,3 +19,8 @@ def get_event_store(request: Request) -> EventStore:
         reason = getattr(request.app.state, "events_error", "it was not opened")
         raise HTTPException(503, f"the event store is unavailable ({reason}); check VITRINE_DATABASE_URL")
     return store
+
+
+def get_storefront(request: Request) -> Storefront:
+    """Image sets with experiments (the event store may be None: then no experiment applies)."""
+    return request.app.state.storefront

@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     max_neighbours: int = Field(20, ge=1, le=100)
     image_cache_size: int = Field(4096, ge=1)
     torch_threads: int | None = Field(1, ge=1, description="torch threads per worker process")
+    client_clock: bool = Field(
+        False,
+        description="accept ?at= (the request's time) on image-set requests: for simulations, never in production",
+    )
     database_url: str = Field(
         "sqlite:///data/events.db",
         description="event store: sqlite:///path.db (WAL) or postgresql+psycopg://user@host:5432/db",

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from api.deps import get_state
+from api.deps import get_state, get_storefront
 from api.schemas import ErrorOut, GeneratedImageOut, ImageSetOut, NearestItemOut
 from api.settings import Settings, get_settings
-from engine.personaliser import UnknownImage
+from engine.experiments import UnknownExperiment
+from engine.experiments.config import NAME_PATTERN
+from engine.personaliser import NearestItem, UnknownImage
 from engine.serving import ServingState
+from engine.storefront import PopularSet, Storefront
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -22,51 +26,102 @@ UserId = Annotated[str, Path(pattern=ID_PATTERN, description="shopper id: 1-128 
 @router.get(
     "/users/{user_id}/image-set",
     response_model=ImageSetOut,
-    responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
-    summary="A personalised set of generated product images, each linked to real catalogue items",
+    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    summary="A personalised set of generated product images, each linked to real catalogue items "
+    "(or, in an experiment's popular arm, catalogue photos of popular items); records experiment exposures",
 )
 def image_set(
     request: Request,
     user_id: UserId,
-    state: Annotated[ServingState, Depends(get_state)],
+    storefront: Annotated[Storefront, Depends(get_storefront)],
     settings: Annotated[Settings, Depends(get_settings)],
     n: Annotated[int, Query(ge=1, description="number of images")] = 8,
     neighbours: Annotated[int, Query(ge=1, description="nearest catalogue items per image")] = 4,
     session_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
+    experiment: Annotated[
+        str | None,
+        Query(pattern=NAME_PATTERN, description="serve this experiment only (default: the first running one)"),
+    ] = None,
+    exposure_id: Annotated[
+        str | None, Query(pattern=ID_PATTERN, description="id of the exposure: a retried request records it once")
+    ] = None,
+    at: Annotated[
+        datetime | None,
+        Query(description="the request's time, ISO 8601; only when the server runs with VITRINE_CLIENT_CLOCK=1"),
+    ] = None,
 ) -> ImageSetOut:
     if n > settings.max_set_size:
         raise HTTPException(422, f"n must be at most {settings.max_set_size}; got {n}")
     if neighbours > settings.max_neighbours:
         raise HTTPException(422, f"neighbours must be at most {settings.max_neighbours}; got {neighbours}")
-    result = state.image_set(user_id, n, neighbours=neighbours, session_id=session_id)
+    if at is not None and not settings.client_clock:
+        raise HTTPException(
+            422, "at: the request time can only be set when the server runs with VITRINE_CLIENT_CLOCK=1 (simulations)"
+        )
+    try:
+        shown = storefront.image_set(
+            user_id,
+            n,
+            neighbours=neighbours,
+            session_id=session_id,
+            at=at,
+            experiment=experiment,
+            exposure_id=exposure_id,
+        )
+    except UnknownExperiment as exc:
+        raise HTTPException(404, str(exc)) from exc
     base = str(request.base_url).rstrip("/")
-    return ImageSetOut(
-        user_id=result.user_id,
-        session_id=session_id,
-        strategy=result.strategy,
-        bundle_version=result.bundle_version,
-        images=[
+    result = shown.images
+    if isinstance(result, PopularSet):
+        images = [
+            GeneratedImageOut(
+                image_id=img.image_id,
+                url=f"{base}/v1/items/{img.item_id}/image.png",
+                slot=img.slot,
+                source="catalogue",
+                item_id=img.item_id,
+                condition=img.condition,
+                score=img.score,
+                nearest_items=_nearest_out(base, img.nearest),
+            )
+            for img in result.images
+        ]
+    else:
+        images = [
             GeneratedImageOut(
                 image_id=img.image_id,
                 url=f"{base}/v1/images/{img.image_id}.png",
                 slot=img.slot,
                 condition=img.condition,
                 score=img.score,
-                nearest_items=[
-                    NearestItemOut(
-                        item_id=it.item_id,
-                        similarity=it.similarity,
-                        attributes=it.attributes,
-                        price=it.price,
-                        url=f"{base}/v1/items/{it.item_id}",
-                        image_url=f"{base}/v1/items/{it.item_id}/image.png",
-                    )
-                    for it in img.nearest
-                ],
+                nearest_items=_nearest_out(base, img.nearest),
             )
             for img in result.images
-        ],
+        ]
+    return ImageSetOut(
+        user_id=result.user_id,
+        session_id=session_id,
+        strategy=result.strategy,
+        bundle_version=result.bundle_version,
+        experiment=shown.experiment,
+        variant=shown.variant,
+        exposure_id=shown.exposure_id if shown.experiment else None,
+        images=images,
     )
+
+
+def _nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
+    return [
+        NearestItemOut(
+            item_id=it.item_id,
+            similarity=it.similarity,
+            attributes=it.attributes,
+            price=it.price,
+            url=f"{base}/v1/items/{it.item_id}",
+            image_url=f"{base}/v1/items/{it.item_id}/image.png",
+        )
+        for it in nearest
+    ]
 
 
 @router.get(
