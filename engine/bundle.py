@@ -22,12 +22,14 @@ from features.weighting import WeightingConfig
 from models._io import config_from_dict, read_json
 from models.classifier import AttributeClassifier
 from models.embeddings import EmbeddingModel
-from models.gan import Generator, load_generator
+from models.gan import Discriminator, Generator, load_discriminator, load_generator
 from models.retriever import FaissRetriever
+from models.visual import VisualComponent, factors_digest
 
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("catalogue", "embeddings", "classifier", "generator", "index")
+OPTIONAL_COMPONENTS = ("visual",)  # bundles trained before it existed, or with retrained embeddings, lack it
 
 
 @dataclass(kw_only=True)
@@ -46,6 +48,8 @@ class Bundle:
     image_root: Path | None
     embedding_rows: np.ndarray  # (n_items,) row of each catalogue item in the embedding model, or -1
     history: sp.csr_matrix  # (n_users, n_embedding_items) weighted training interactions, for session fold-in
+    visual: VisualComponent | None = None  # image → item space (preference model, cold items)
+    discriminator: Discriminator | None = None  # the realism term of preference maximisation; with ``visual``
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -93,6 +97,11 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         classifier = AttributeClassifier.load(path / "classifier", device=device)
         retriever = FaissRetriever.load(path / "index")
         history = sp.load_npz(path / "embeddings" / "history.npz").tocsr()
+        visual = discriminator = None
+        if (path / "visual").is_dir():
+            _check_manifest(path / "visual", "visual", problems)
+            visual = VisualComponent.load(path / "visual", device=device)
+            discriminator = load_discriminator(path / "generator", device=device)
     except Exception as exc:
         raise BundleRefused(
             f"bundle {path.name} refused: a component failed to load ({type(exc).__name__}: {exc})"
@@ -119,6 +128,19 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         problems.append("no catalogue item has an embedding")
     if not (np.isfinite(embeddings.item_factors).all() and np.isfinite(embeddings.user_factors).all()):
         problems.append("embedding factors hold NaN or inf")
+    if visual is not None:
+        vcfg = visual.encoder.config
+        if vcfg.feature_dim != classifier.config.feature_dim or vcfg.item_dim != embeddings.dim:
+            problems.append(
+                f"visual encoder reads {vcfg.feature_dim}-d features into {vcfg.item_dim}-d vectors; the classifier "
+                f"gives {classifier.config.feature_dim}-d features and the embeddings have {embeddings.dim} factors"
+            )
+        if visual.factors_digest != factors_digest(embeddings.item_factors):
+            problems.append("the visual encoder was trained against other item factors than this bundle's embeddings")
+        if not np.array_equal(visual.item_ids, retriever.item_ids):
+            problems.append("the visual encoder's item vectors do not cover the indexed catalogue items, in order")
+        if not np.isfinite(visual.item_vectors).all():
+            problems.append("the visual encoder's item vectors hold NaN or inf")
     if not problems:
         with torch.no_grad():
             z = torch.zeros(1, generator.config.z_dim)
@@ -146,4 +168,6 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         image_root=Path(root) if root else None,
         embedding_rows=embedding_rows,
         history=history,
+        visual=visual,
+        discriminator=discriminator,
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.classifier_training import ClassifierTrainConfig
 from engine.gan_training import GANTrainConfig
+from engine.visual_training import VisualTrainConfig
 from features.weighting import WeightingConfig
 from models._io import config_from_dict
 from models.embeddings import EmbeddingConfig
@@ -53,6 +54,7 @@ class TrainConfig:
     classifier: ClassifierArch = field(default_factory=ClassifierArch)
     classifier_training: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
+    visual: VisualTrainConfig = field(default_factory=VisualTrainConfig)
 
     def __post_init__(self) -> None:
         if self.image_size not in (32, 64, 128):
@@ -84,6 +86,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "gan_training": {"steps": 4, "batch_size": 8, "log_every": 2},
         "classifier": {"width": 8, "feature_dim": 16},
         "classifier_training": {"epochs": 1, "batch_size": 16},
+        "visual": {"hidden": 32, "steps": 60, "batch_size": 64, "calibration_samples": 32},
     },
 }
 

@@ -322,7 +322,81 @@ def _train_into(
             ),
         )
 
-    return {"validation": validation, "classifier": cmetrics, "generator": {"steps": result.steps}}
+    metrics = {"validation": validation, "classifier": cmetrics, "generator": {"steps": result.steps}}
+    if config.visual.enabled:
+        with timer.step("train visual encoder (DVBPR)"):
+            metrics["visual"] = visual_into(
+                out,
+                vis.images,
+                vis.items.loc[vis.items["has_image"], "item_id"].to_numpy(),
+                image_codes,
+                classifier,
+                result.generator_ema,
+                result.discriminator,
+                matrix,
+                config,
+                manifest,
+                show_progress=show_progress,
+            )
+    return metrics
+
+
+def visual_into(
+    out: Path,
+    images: np.ndarray,  # (n, S, S, C) uint8 catalogue images
+    item_ids: np.ndarray,  # (n,) their item ids
+    codes: np.ndarray,  # (n, n_attributes)
+    classifier: AttributeClassifier,
+    generator: torch.nn.Module,
+    discriminator: torch.nn.Module,
+    matrix: sp.csr_matrix,  # the serving embeddings' users × items matrix
+    config: TrainConfig,
+    manifest,
+    *,
+    show_progress: bool,
+) -> dict:
+    """Validate the visual encoder on a cold-item split (AUC, Recall@K), then fit the serving one into out/visual."""
+    from engine.visual_training import train_visual, validate_visual, visual_data
+    from models.embeddings import EmbeddingModel
+
+    embeddings = EmbeddingModel.load(out / "embeddings")
+    data = visual_data(classifier, images, item_ids, codes, embeddings.item_indices)
+    seed = config.seed
+    metrics = validate_visual(data, matrix, config.embeddings, config.visual, seed=seed, show_progress=show_progress)
+    logger.info(
+        "visual encoder: AUC %.4f (embeddings %.4f, popularity %.4f); cold-item recall@%d %.4f "
+        "(condition mean factor %.4f, condition popularity %.4f, random %.4f)",
+        metrics["auc"]["visual_encoder"],
+        metrics["auc"]["embeddings"],
+        metrics["auc"]["popularity"],
+        metrics["k"],
+        metrics["cold_recall"]["visual_encoder"],
+        metrics["cold_recall"]["condition_mean_factor"],
+        metrics["cold_recall"]["condition_popularity"],
+        metrics["cold_recall"]["random"],
+    )
+    component = train_visual(
+        data,
+        matrix,
+        embeddings,
+        classifier,
+        generator,
+        discriminator,
+        config.visual,
+        seed=seed,
+        show_progress=show_progress,
+    )
+    component.save(out / "visual")
+    write_json(
+        out / "visual" / "manifest.json",
+        manifest(
+            "visual",
+            {"model": config_to_dict(component.encoder.config), "training": config_to_dict(config.visual)},
+            {"validation": metrics, "calibration": config_to_dict(component.calibration)},
+            parents=["embeddings", "classifier", "generator"],
+        ),
+    )
+    return metrics
 
 
 @torch.no_grad()
@@ -444,3 +518,87 @@ def _link_or_copy(src: str, dst: str) -> str:
     except OSError:
         shutil.copy2(src, dst)
     return dst
+
+
+def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress: bool = True) -> tuple[str, dict]:
+    """A new bundle: the parent's components unchanged, plus a visual encoder trained on its embeddings.
+
+    This gives a bundle trained before the visual encoder existed (or one whose embeddings were retrained,
+    which drops it) a ``visual/`` component without retraining the GAN. Nothing is promoted.
+    """
+    from features.images import load_images
+    from models.gan import load_discriminator, load_generator
+
+    registry = ArtifactRegistry(artifacts)
+    parent = parent or registry.current()
+    if parent is None:
+        raise ValueError(f"no serving bundle under {artifacts} to start from; run `vitrine train` first")
+    parent_dir = registry.path(parent)
+    parent_manifest = read_json(parent_dir / "manifest.json")
+    config = build_config(TrainConfig, parent_manifest["config"], source=f"bundle {parent}")
+    fingerprint = parent_manifest["data_fingerprint"]
+    timer = Timer()
+    version = registry.new_version(fingerprint)
+    staging = registry.staging(version)
+
+    def manifest(component: str, cfg: object = None, metrics: dict | None = None, **extra: object) -> dict:
+        return component_manifest(
+            component=component,
+            seed=config.seed,
+            data_fingerprint=fingerprint,
+            config=cfg,
+            metrics=metrics,
+            extra=extra or None,
+        )
+
+    try:
+        for component in ("catalogue", "embeddings", "classifier", "generator", "index"):
+            shutil.copytree(parent_dir / component, staging / component, copy_function=_link_or_copy)
+        catalogue = pd.read_parquet(parent_dir / "catalogue" / "items.parquet")
+        root = read_json(parent_dir / "catalogue" / "manifest.json").get("image_root")
+        if not root:
+            raise ValueError(f"bundle {parent} does not say where its catalogue images are")
+        with_image = catalogue[catalogue["has_image"]]
+        with timer.step("load catalogue images"):
+            images, ok = load_images(
+                [Path(root) / p for p in with_image["image"]], config.image_size, show_progress=show_progress
+            )
+        if not ok.all():
+            raise ValueError(f"{int((~ok).sum())} catalogue images of bundle {parent} no longer load from {root}")
+        encoder = AttributeEncoder.from_dict(read_json(parent_dir / "catalogue" / "attributes.json"))
+        classifier = AttributeClassifier.load(parent_dir / "classifier")
+        generator = load_generator(parent_dir / "generator")
+        discriminator = load_discriminator(parent_dir / "generator")
+        matrix = sp.load_npz(parent_dir / "embeddings" / "history.npz").tocsr()
+        with timer.step("train visual encoder (DVBPR)"):
+            vmetrics = visual_into(
+                staging,
+                images,
+                with_image["item_id"].to_numpy(),
+                encoder.transform(with_image),
+                classifier,
+                generator,
+                discriminator,
+                matrix,
+                config,
+                manifest,
+                show_progress=show_progress,
+            )
+        metrics = {**parent_manifest.get("metrics", {}), "visual": vmetrics}
+        bundle_manifest = {
+            **parent_manifest,
+            **component_manifest(
+                component="bundle",
+                seed=config.seed,
+                data_fingerprint=fingerprint,
+                config=config.to_dict(),
+                metrics=metrics,
+                parents=[parent],
+                extra={"version": version, "retrained": ["visual"], "seconds": timer.seconds},
+            ),
+        }
+        registry.commit(staging, version, bundle_manifest)
+    except BaseException:
+        registry.discard(staging)
+        raise
+    return version, vmetrics
