@@ -223,6 +223,9 @@ def _cmd_experiments_report(args: argparse.Namespace) -> int:
 def _cmd_experiments_simulate(args: argparse.Namespace) -> int:
     from engine.experiments.simulator import SimulationSettings, simulate_aa, simulate_ab
 
+    if args.kind == "http":
+        return _simulate_http(args)
+    args.shoppers = args.shoppers or 2000
     tastes = None
     if args.store:
         from engine.world import load_tastes
@@ -232,6 +235,30 @@ def _cmd_experiments_simulate(args: argparse.Namespace) -> int:
     settings = SimulationSettings(runs=runs, shoppers=args.shoppers, days=args.days, alpha=args.alpha, seed=args.seed)
     simulate = simulate_aa if args.kind == "aa" else simulate_ab
     summary = simulate(settings, tastes=tastes, show_progress=not args.no_progress)
+    print(summary.render())
+    return 0 if summary.passed else 1
+
+
+def _simulate_http(args: argparse.Namespace) -> int:
+    from engine.experiments.http_sim import HttpSimulationSettings, run_simulation
+
+    settings = HttpSimulationSettings(
+        shoppers=args.shoppers,
+        days=args.days,
+        alpha=args.alpha,
+        seed=args.seed,
+        aa_runs=200 if args.runs is None else args.runs,
+        aa_http_runs=args.aa_http_runs,
+        conversion=args.conversion,
+    )
+    summary = run_simulation(
+        Path(args.store or "data/demo"),
+        settings,
+        artifacts=Path(args.artifacts),
+        url=args.url,
+        admin_token=args.admin_token,
+        show_progress=not args.no_progress,
+    )
     print(summary.render())
     return 0 if summary.passed else 1
 
@@ -337,10 +364,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--chart", help="also write the cumulative conversion chart to this PNG")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.set_defaults(func=_cmd_experiments_report)
-    sim = exps.add_parser("simulate", help="check the statistics on simulated shoppers (in process)")
-    sim.add_argument("kind", choices=["aa", "ab"], help="aa: false positives; ab: personalised vs popular")
-    sim.add_argument("--runs", type=int, help="simulated experiments (default 200 for aa, 40 for ab)")
-    sim.add_argument("--shoppers", type=int, default=2000, help="shoppers per experiment")
+    sim = exps.add_parser("simulate", help="check the statistics on simulated shoppers")
+    sim.add_argument(
+        "kind",
+        choices=["aa", "ab", "http"],
+        help="aa: false positives; ab: personalised vs popular (both in process); "
+        "http: A/A calibration, then A/A and A/B through the real HTTP API",
+    )
+    sim.add_argument("--runs", type=int, help="simulated experiments (default 200 for aa and http's A/A, 40 for ab)")
+    sim.add_argument("--shoppers", type=int, help="shoppers per experiment (default 2000; http: every store user)")
+    sim.add_argument("--artifacts", default="data/artifacts", help="http: the bundle to serve (trained on --store)")
+    sim.add_argument("--url", help="http: a running API (with VITRINE_CLIENT_CLOCK=1) instead of starting one")
+    sim.add_argument("--admin-token", default=os.environ.get("VITRINE_ADMIN_TOKEN"), help="http: with --url")
+    sim.add_argument("--aa-http-runs", type=int, default=1, help="http: A/A experiments over HTTP (default 1)")
+    sim.add_argument("--conversion", default="purchase", help="http: click | add_to_cart | purchase")
     sim.add_argument("--days", type=int, default=14, help="experiment length = number of daily looks")
     sim.add_argument("--alpha", type=float, default=0.05)
     sim.add_argument("--seed", type=int, default=0)

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,9 +128,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _server(artifacts: Path) -> Iterator[str]:
+def serve_subprocess(artifacts: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A uvicorn subprocess serving ``artifacts`` on a free local port (extra ``env``: VITRINE_* settings)."""
     port = _free_port()
-    env = {**os.environ, "VITRINE_ARTIFACTS": str(Path(artifacts).resolve())}
+    env = {**os.environ, **(env or {}), "VITRINE_ARTIFACTS": str(Path(artifacts).resolve())}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -202,5 +203,5 @@ def run_load_benchmark(
         return run(url.rstrip("/"))
     if artifacts is None:
         raise ValueError("give --url of a running API, or --artifacts to start one")
-    with _server(artifacts) as base:
+    with serve_subprocess(artifacts) as base:
         return run(base)
