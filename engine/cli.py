@@ -107,6 +107,66 @@ def _cmd_evaluate_recommenders(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_sessions(args: argparse.Namespace) -> int:
+    from engine.evaluate_sessions import evaluate_sessions, render
+
+    out = Path(args.out) if args.out else None
+    report = evaluate_sessions(
+        artifacts=Path(args.artifacts) if args.artifacts else None,
+        data_path=Path(args.data) if args.data else None,
+        out=out,
+        users=args.users,
+        test_days=args.test_days,
+        k=args.k,
+        seed=args.seed,
+        show_progress=not args.no_progress,
+    )
+    print(render(report))
+    if out:
+        print(f"\nreport: {out}")
+    return 0
+
+
+def _cmd_train_visual(args: argparse.Namespace) -> int:
+    from engine.pipeline import retrain_visual
+
+    version, m = retrain_visual(Path(args.artifacts), parent=args.parent, show_progress=not args.no_progress)
+    print(f"bundle {version} written (visual encoder added; other components from its parent)")
+    print(f"  AUC {m['auc']['visual_encoder']:.4f}; cold-item recall@{m['k']} {m['cold_recall']['visual_encoder']:.4f}")
+    print(f"promote it with: vitrine promote {version} --artifacts {args.artifacts}")
+    return 0
+
+
+def _cmd_evaluate_personalisation(args: argparse.Namespace) -> int:
+    from engine.evaluate_personalisation import evaluate_personalisation, render
+
+    report = evaluate_personalisation(
+        Path(args.data),
+        Path(args.artifacts),
+        version=args.version,
+        users=args.users,
+        n=args.n,
+        test_days=args.test_days,
+        out=Path(args.out) if args.out else None,
+        show_progress=not args.no_progress,
+    )
+    print(render(report))
+    print(f"\nreport: {report['json_path']}")
+    return 0
+
+
+def _cmd_bench_personalise(args: argparse.Namespace) -> int:
+    from engine.benchmarks.personalise import run_personalise_benchmark
+
+    report = run_personalise_benchmark(
+        Path(args.artifacts), version=args.version, requests=args.requests, n=args.n, threads=args.threads
+    )
+    print(report.render())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -169,6 +229,22 @@ def _cmd_bench_load(args: argparse.Namespace) -> int:
     print(report.render())
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _cmd_bench_embeddings(args: argparse.Namespace) -> int:
+    from engine.benchmarks.embeddings import EmbeddingBenchConfig, render, run_embedding_benchmark
+
+    cfg = EmbeddingBenchConfig(
+        data=Path(args.data) if args.data else None,
+        faiss_items=args.faiss_items,
+        repeats=args.repeats,
+        seed=args.seed,
+    )
+    report = run_embedding_benchmark(cfg, faiss=args.faiss_items > 0)
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
@@ -287,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--parent", help="bundle to start from (default: the serving one)")
     emb.add_argument("--no-progress", action="store_true")
     emb.set_defaults(func=_cmd_train_embeddings)
+    vis = train_sub.add_parser("visual", help="add a visual encoder to a bundle; other components from the parent")
+    vis.add_argument("--artifacts", default="data/artifacts")
+    vis.add_argument("--parent", help="bundle to start from (default: the serving one)")
+    vis.add_argument("--no-progress", action="store_true")
+    vis.set_defaults(func=_cmd_train_visual)
     train.add_argument("--data", help="a data folder (demo store or H&M layout)")
     train.add_argument("--artifacts", default="data/artifacts", help="bundle root (default data/artifacts)")
     train.add_argument("--preset", default="demo", help="demo | full | tiny (default demo)")
@@ -307,6 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--out", help="JSON report path")
     rec.add_argument("--no-progress", action="store_true")
     rec.set_defaults(func=_cmd_evaluate_recommenders)
+    ses = ev_sub.add_parser("sessions", help="next-set response to a session; fold-in against training")
+    ses.add_argument("--artifacts", help="bundle registry: measure the next set after session views")
+    ses.add_argument("--data", help="a log with a time split: fold-in vs trained-in MAP@K")
+    ses.add_argument("--users", type=int, default=200, help="shoppers per group for the session response")
+    ses.add_argument("--test-days", type=int, default=1)
+    ses.add_argument("--k", type=int, default=12)
+    ses.add_argument("--seed", type=int, default=0)
+    ses.add_argument("--out", help="JSON report path")
+    ses.add_argument("--no-progress", action="store_true")
+    ses.set_defaults(func=_cmd_evaluate_sessions)
+    per = ev_sub.add_parser("personalisation", help="preference-guided sets: lift, realism cost, tastes, purchases")
+    per.add_argument("--data", required=True, help="the data the bundle was trained on (demo store or H&M)")
+    per.add_argument("--artifacts", default="data/artifacts")
+    per.add_argument("--version", help="bundle version (default: the serving one)")
+    per.add_argument("--users", type=int, default=200, help="shoppers sampled per measurement")
+    per.add_argument("--n", type=int, default=8, help="images per set")
+    per.add_argument("--test-days", type=int, default=1, help="held-out last days for the purchase recall")
+    per.add_argument("--out", help="JSON report path (default <artifacts>/reports/<version>/personalisation.json)")
+    per.add_argument("--no-progress", action="store_true")
+    per.set_defaults(func=_cmd_evaluate_personalisation)
     ev.add_argument("--data")
     ev.add_argument("--artifacts", default="data/artifacts")
     ev.add_argument("--version", help="bundle version (default: the serving one)")
@@ -344,6 +445,21 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--n", type=int, default=8, help="images per set")
     load.add_argument("--json", help="also write the figures to this JSON file")
     load.set_defaults(func=_cmd_bench_load)
+    pb = bench.add_parser("personalise", help="in-process latency of preference-maximised image sets (p50/p99)")
+    pb.add_argument("--artifacts", default="data/artifacts")
+    pb.add_argument("--version", help="bundle version (default: the serving one)")
+    pb.add_argument("--requests", type=int, default=100, help="timed requests, each for a new shopper")
+    pb.add_argument("--n", type=int, default=8, help="images per set")
+    pb.add_argument("--threads", type=int, default=1, help="torch threads (the API's default is 1)")
+    pb.add_argument("--json", help="also write the figures to this JSON file")
+    pb.set_defaults(func=_cmd_bench_personalise)
+    embb = bench.add_parser("embeddings", help="training overhead over implicit, session latency, FAISS vs numpy")
+    embb.add_argument("--data", help="use this store's matrix (default: a synthetic 50k × 20k power-law matrix)")
+    embb.add_argument("--faiss-items", type=int, default=1_000_000, help="synthetic catalogue size (0: skip)")
+    embb.add_argument("--repeats", type=int, default=3)
+    embb.add_argument("--seed", type=int, default=0)
+    embb.add_argument("--json", help="also write the figures to this JSON file")
+    embb.set_defaults(func=_cmd_bench_embeddings)
 
     exps = sub.add_parser("experiments", help="A/B tests: define, report, simulate").add_subparsers(
         dest="experiments_command", required=True

@@ -16,7 +16,7 @@ def exact_top(x: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(q @ x.T), axis=1)[:, :k]
 
 
-@pytest.mark.parametrize("index_type,min_recall", [("flat", 1.0), ("hnsw", 0.95)])
+@pytest.mark.parametrize("index_type,min_recall", [("flat", 1.0), ("ivf", 0.95), ("hnsw", 0.95)])
 def test_recall_at_10_against_exact_search(index_type, min_recall):
     x = clustered(5000, 32, 50, seed=0)
     q = clustered(200, 32, 50, seed=1)
@@ -27,10 +27,23 @@ def test_recall_at_10_against_exact_search(index_type, min_recall):
     assert recall >= min_recall
 
 
-def test_auto_picks_flat_for_small_and_hnsw_for_large_catalogues():
+def test_auto_picks_flat_for_small_and_ivf_for_large_catalogues():
     cfg = RetrieverConfig()
     assert cfg.resolved_type(1000) == "flat"
-    assert cfg.resolved_type(1_000_000) == "hnsw"
+    assert cfg.resolved_type(1_000_000) == "ivf"
+
+
+def test_ivf_calibrates_nprobe_to_its_recall_target_and_keeps_it_through_save(tmp_path):
+    x = clustered(8000, 32, 80, seed=3)
+    loose = FaissRetriever.build(
+        x, np.arange(len(x)).astype(str), RetrieverConfig(index_type="ivf", ivf_target_recall=0.5)
+    )
+    tight = FaissRetriever.build(
+        x, np.arange(len(x)).astype(str), RetrieverConfig(index_type="ivf", ivf_target_recall=0.99)
+    )
+    assert 1 <= loose.index.nprobe < tight.index.nprobe <= tight.index.nlist
+    tight.save(tmp_path)
+    assert FaissRetriever.load(tmp_path).index.nprobe == tight.index.nprobe
 
 
 def test_save_load_round_trip_gives_same_answers(tmp_path):
