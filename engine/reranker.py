@@ -7,8 +7,9 @@ Candidates for a shopper seen in training come from
   * ALS — the shopper's top items by the implicit ALS model's score;
   * recent best sellers — the last day's most bought items.
 Each (shopper, candidate) pair gets features from every source plus ALS's score, recency, popularity over
-several windows and the shopper's activity; a gradient-boosted classifier (scikit-learn's
-HistGradientBoosting) scores it. The classifier is trained without touching the evaluation period: the
+several windows and the shopper's activity; a gradient-boosted ranker scores it: LightGBM's lambdarank
+(optimising NDCG over each shopper's candidates) by default, scikit-learn's HistGradientBoosting classifier
+as the ``binary`` option. The classifier is trained without touching the evaluation period: the
 sources are fitted on the training log minus its last ``label_days``, and the labels are the purchases in
 those days. For prediction, the sources are refitted on the whole training log. Shoppers unseen in
 training get the recent best sellers.
