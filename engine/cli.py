@@ -199,7 +199,10 @@ def _cmd_bundles(args: argparse.Namespace) -> int:
     for info in infos:
         metric = key_metric(info.manifest)
         shown = f"{metric[0]} = {metric[1]:.4f}" if metric else "no validation metric"
-        print(f"{'*' if info.serving else ' '} {info.version}  {info.manifest.get('created_at', '?')}  {shown}")
+        parents = info.manifest.get("parents") or []
+        lineage = f"  retrained {'+'.join(info.manifest.get('retrained', []))} from {parents[0]}" if parents else ""
+        created = info.manifest.get("created_at", "?")
+        print(f"{'*' if info.serving else ' '} {info.version}  {created}  {shown}{lineage}")
     return 0
 
 
