@@ -15,6 +15,22 @@ class NearestItemOut(BaseModel):
     price: float | None
     url: str
     image_url: str
+    shopper_score: float | None = Field(
+        None, description="the shopper's score for this item (u · v; u · f(image) for items without interactions)"
+    )
+
+
+class ExplanationOut(BaseModel):
+    """Why this image was made for this shopper, for the storefront to show."""
+
+    reason: str = Field(description="one or two sentences a storefront can show the shopper")
+    condition_probability: float = Field(description="p(condition | shopper), from their top items")
+    condition_support: int = Field(description="how many of the shopper's top items have this condition")
+    preference_score: float | None = Field(None, description="u · f(image): the shopper's visual preference")
+    preference_score_unoptimised: float | None = Field(None, description="the same before preference maximisation")
+    realism: float | None = Field(None, description="standardised discriminator logit; 0 = a typical generated image")
+    optimised: bool = Field(description="whether the image was tuned to the shopper (preference maximisation)")
+    item_ids: list[str] = Field(description="the catalogue items behind the image (its nearest_items)")
 
 
 class GeneratedImageOut(BaseModel):
@@ -28,6 +44,7 @@ class GeneratedImageOut(BaseModel):
     condition: dict[str, str] = Field(description="the class and attributes the image was generated for")
     score: float = Field(description="probability of this condition for this shopper")
     nearest_items: list[NearestItemOut]
+    explanation: ExplanationOut | None = Field(None, description="why it was made (generated images only)")
 
 
 class ImageSetOut(BaseModel):
@@ -42,6 +59,9 @@ class ImageSetOut(BaseModel):
     experiment: str | None = Field(None, description="the running experiment this set was served for, if any")
     variant: str | None = Field(None, description="the shopper's variant in that experiment")
     exposure_id: str | None = Field(None, description="the exposure recorded for this set (experiments only)")
+    min_pairwise_distance: float | None = Field(
+        None, description="smallest cosine distance between two images' features in this set (diversity)"
+    )
     images: list[GeneratedImageOut]
 
 

@@ -12,10 +12,29 @@ For a shopper with a vector u (stored, or folded in from their events):
 Cold start (a shopper the model has never seen and who brings no events): the conditions are drawn
 from catalogue popularity, p(c) ∝ Σ_{cond(i) = c} popularity(i), with the same seeding, so a new
 shopper gets popular, varied products instead of an error.
+
+With a visual encoder in the bundle (``models.visual``) and a shopper vector u, steps 2–4 become:
+2'. a pool of m = ``pool_factor``·n candidates: m distinct conditions (Gumbel-top-k), seeded noise z₀ each;
+3'. preference maximisation (Kang et al., ICDM 2017, section IV): a few Adam steps on the latent codes,
+    all candidates in one batch, maximising
+        J(z) = û · f(G(z, c)) / σ_s  +  λ · (D(G(z, c), c) − μ_D) / σ_D  −  β · ‖z‖² / (2·dim z)
+    — the shopper's visual preference, the discriminator's realism (λ = ``realism_weight`` is the one knob
+    trading personalisation against realism), and the Gaussian prior of z; σ_s, μ_D, σ_D are calibrated at
+    training time. The optimised z is stored in the image id (float16, base64url), so any worker can
+    regenerate the exact image;
+3''. set construction: n of the m candidates by maximal marginal relevance (Carbonell & Goldstein 1998) on the
+    preference score, with cosine similarity of image features as redundancy and a hard minimum pairwise
+    feature distance ``min_distance`` (relaxed, and reported, only when the pool cannot meet it);
+4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) that pass the catalogue filters (in
+    stock, class allowed), of which the k the shopper scores highest (u · v, or u · f(image) for items
+    without interactions) are kept, listed by similarity.
+Sets are cached per (shopper, session state, n, neighbours, filters) for the life of the bundle.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 import io
 import logging
@@ -34,7 +53,9 @@ from engine.sessions import SessionEvent
 
 logger = logging.getLogger(__name__)
 
-IMAGE_ID_RE = re.compile(r"^(?P<version>\d{8}T\d{6}Z-[0-9a-f]{6})_(?P<codes>\d+(?:\.\d+)*)_(?P<seed>[0-9a-f]{16})$")
+IMAGE_ID_RE = re.compile(
+    r"^(?P<version>\d{8}T\d{6}Z-[0-9a-f]{6})_(?P<codes>\d+(?:\.\d+)*)_(?P<seed>[0-9a-f]{16})(?:_(?P<z>[A-Za-z0-9_-]+))?$"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,10 +64,28 @@ class PersonaliserConfig:
     max_set_size: int = 32
     max_neighbours: int = 20
     cache_size: int = 4096
+    set_cache_size: int = 1024  # image sets, per (shopper, session state, n, neighbours, filters)
+    # preference maximisation (used when the bundle has a visual encoder and the shopper a vector)
+    preference: bool = True
+    pool_factor: int = 2  # candidates generated per image of the set
+    steps: int = 8  # Adam steps on z
+    lr: float = 0.08
+    realism_weight: float = 1.0  # λ: 0 = personalisation only; larger keeps images nearer the catalogue
+    prior_weight: float = 1.0  # β: the Gaussian prior of z
+    # set construction and grounding
+    mmr_lambda: float = 0.7  # MMR: weight of relevance against redundancy
+    min_distance: float = 0.05  # minimum pairwise cosine distance of the set's image features
+    grounding_pool: int = 3  # nearest items considered per kept item, for the shopper re-ranking
 
     def __post_init__(self) -> None:
-        if min(self.top_items, self.max_set_size, self.max_neighbours, self.cache_size) < 1:
-            raise ValueError("every PersonaliserConfig value must be positive")
+        if min(self.top_items, self.max_set_size, self.max_neighbours, self.cache_size, self.set_cache_size) < 1:
+            raise ValueError("top_items, max_set_size, max_neighbours and the cache sizes must be positive")
+        if self.pool_factor < 1 or self.grounding_pool < 1 or self.steps < 0 or self.lr <= 0:
+            raise ValueError("pool_factor and grounding_pool must be >= 1, steps >= 0 and lr > 0")
+        if self.realism_weight < 0 or self.prior_weight < 0:
+            raise ValueError("realism_weight and prior_weight must be >= 0")
+        if not 0.0 <= self.mmr_lambda <= 1.0 or not 0.0 <= self.min_distance < 2.0:
+            raise ValueError("mmr_lambda must be in [0, 1] and min_distance in [0, 2)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +94,20 @@ class NearestItem:
     similarity: float
     attributes: dict[str, str]
     price: float | None
+    shopper_score: float | None = None  # u · v (or u · f(image) for an item without interactions)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Explanation:
+    """Why an image was made, in terms a storefront can show a shopper."""
+
+    condition_probability: float  # p(condition | shopper)
+    condition_support: int  # how many of the shopper's top items have this condition (0 for popularity)
+    preference_score: float | None  # u · f(image): the shopper's visual preference for the image shown
+    preference_score_unoptimised: float | None  # the same for the image before preference maximisation
+    realism: float | None  # discriminator logit, standardised (0 = a typical generated image)
+    optimised: bool
+    reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +117,7 @@ class GeneratedImage:
     condition: dict[str, str]
     score: float  # p(condition | shopper)
     nearest: list[NearestItem]
+    explanation: Explanation | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +126,8 @@ class ImageSet:
     strategy: str  # "personalised" or "cold_start"
     bundle_version: str
     images: list[GeneratedImage]
+    min_pairwise_distance: float | None = None  # smallest cosine distance between two images' features
+    cached: bool = False
 
 
 class UnknownImage(LookupError):
@@ -105,6 +161,14 @@ class _PngCache:
                 self._data.popitem(last=False)
 
 
+def _session_key(session: list[SessionEvent] | None) -> str:
+    """A digest of the session's events: the set cache must miss as soon as the session changes."""
+    if not session:
+        return ""
+    text = "|".join(f"{e.item_id},{e.event_type},{e.timestamp.isoformat()}" for e in session)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
 def to_png(image: np.ndarray) -> bytes:
     """(H, W, C) uint8 → PNG bytes."""
     buf = io.BytesIO()
@@ -136,6 +200,37 @@ class Personaliser:
         self._attributes = bundle.catalogue[list(bundle.attributes)].to_numpy(dtype=str)
         self._prices = bundle.catalogue["price"].to_numpy(dtype=np.float64)
         self._z_dim = bundle.generator.config.z_dim
+        self._sets: OrderedDict[tuple, ImageSet] = OrderedDict()
+        self._sets_lock = threading.Lock()
+        # Catalogue filters and the shopper re-ranking of grounded items, per indexed item (retriever row).
+        indexed = [self._catalogue_rows[i] for i in bundle.retriever.item_ids]
+        self._index_class = self._attributes[indexed, 0] if len(indexed) else np.empty(0, dtype=str)
+        cat = bundle.catalogue
+        in_stock = cat["in_stock"].to_numpy(dtype=bool) if "in_stock" in cat.columns else np.ones(len(cat), bool)
+        self._index_in_stock = in_stock[indexed] if len(indexed) else np.empty(0, dtype=bool)
+        self._index_vectors = self._item_space_vectors(bundle)
+        self.visual = bundle.visual
+        if self.visual is not None and bundle.discriminator is not None:
+            for module in (bundle.generator, bundle.discriminator, bundle.classifier, self.visual.encoder):
+                module.requires_grad_(False)  # gradients flow to the latent codes only
+
+    @staticmethod
+    def _item_space_vectors(bundle: Bundle) -> np.ndarray | None:
+        """(n_indexed, d) item-space vector of every indexed item: its factors, or f(image) when it has none."""
+        emb = bundle.embeddings
+        rows = emb.item_indices(list(bundle.retriever.item_ids))
+        vectors = np.zeros((len(rows), emb.dim), dtype=np.float32)
+        vectors[rows >= 0] = emb.item_factors[rows[rows >= 0]]
+        if bundle.visual is not None:
+            vectors[rows < 0] = bundle.visual.item_vectors[rows < 0]
+        elif (rows < 0).any():
+            return vectors  # zeros: items without interactions are neutral for the re-ranking
+        return vectors
+
+    @property
+    def optimises(self) -> bool:
+        """Whether sets for shoppers with a vector are made by preference maximisation."""
+        return self.config.preference and self.visual is not None and self.bundle.discriminator is not None
 
     @property
     def version(self) -> str:
@@ -180,6 +275,14 @@ class Personaliser:
         p = np.bincount(self._cond_of_embedding_item[top], weights=weights, minlength=len(self.conditions))
         return p / p.sum()
 
+    def condition_support(self, user_vector: np.ndarray | None) -> np.ndarray:
+        """How many of the shopper's top items fall in each condition (zeros without a vector)."""
+        if user_vector is None:
+            return np.zeros(len(self.conditions), dtype=np.int64)
+        k = min(self.config.top_items, len(self._cond_of_embedding_item) - len(self._no_condition))
+        top, _ = self.bundle.embeddings.recommend(user_vector, k, exclude=self._no_condition)
+        return np.bincount(self._cond_of_embedding_item[top], minlength=len(self.conditions))
+
     # ---- images ---------------------------------------------------------------------------------------
     def choose_conditions(self, p: np.ndarray, n: int, seed: int) -> np.ndarray:
         """n condition indices: distinct while p has enough support (Gumbel-top-k), then the most likely again."""
@@ -194,8 +297,32 @@ class Personaliser:
             chosen.append(by_p[(len(chosen) - support) % support])
         return np.asarray(chosen, dtype=np.int64)
 
-    def image_id(self, codes: np.ndarray, seed: int) -> str:
-        return f"{self.version}_{'.'.join(str(int(c)) for c in codes)}_{seed:016x}"
+    def image_id(self, codes: np.ndarray, seed: int, z: np.ndarray | None = None) -> str:
+        """``<bundle>_<codes>_<seed>``, plus ``_<z>`` (float16, base64url) for an optimised latent code."""
+        base = f"{self.version}_{'.'.join(str(int(c)) for c in codes)}_{seed:016x}"
+        if z is None:
+            return base
+        raw = np.asarray(z, dtype="<f2").tobytes()
+        return f"{base}_{base64.urlsafe_b64encode(raw).decode().rstrip('=')}"
+
+    def parse_latent(self, image_id: str) -> np.ndarray | None:
+        """The optimised latent code an image id carries, or None for a plain (seeded) image."""
+        m = IMAGE_ID_RE.match(image_id)
+        if not m or m["z"] is None:
+            return None
+        text = m["z"]
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except ValueError as exc:
+            raise UnknownImage(f"image {image_id}: the latent code is not base64url") from exc
+        if len(raw) != 2 * self._z_dim:
+            raise UnknownImage(
+                f"image {image_id}: the latent code has {len(raw) // 2} values; this bundle needs {self._z_dim}"
+            )
+        z = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+        if not np.isfinite(z).all():
+            raise UnknownImage(f"image {image_id}: the latent code is not finite")
+        return z
 
     def parse_image_id(self, image_id: str) -> tuple[np.ndarray, int]:
         m = IMAGE_ID_RE.match(image_id)
@@ -212,10 +339,16 @@ class Personaliser:
             raise UnknownImage(f"image {image_id} names a condition this bundle does not have")
         return codes, int(m["seed"], 16)
 
+    def latents(self, seeds: list[int]) -> torch.Tensor:
+        """(n, z_dim) standard normal noise, each row seeded by its own seed."""
+        return torch.stack([torch.randn(self._z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
     @torch.inference_mode()
-    def generate(self, codes: np.ndarray, seeds: list[int]) -> torch.Tensor:
-        """(n, n_attr) codes and n seeds → (n, C, H, W) images in [-1, 1]; each depends only on its own pair."""
-        z = torch.stack([torch.randn(self._z_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    def generate(self, codes: np.ndarray, seeds: list[int], z: torch.Tensor | None = None) -> torch.Tensor:
+        """(n, n_attr) codes and n seeds → (n, C, H, W) images in [-1, 1]; each depends only on its own pair.
+
+        ``z`` (n, z_dim), when given, replaces the seeded noise (optimised latent codes)."""
+        z = self.latents(seeds) if z is None else z
         return self.bundle.generator(z, torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long))
 
     def render_png(self, image_id: str) -> bytes:
@@ -224,21 +357,169 @@ class Personaliser:
         if cached is not None:
             return cached
         codes, seed = self.parse_image_id(image_id)
-        png = to_png(to_uint8(self.generate(codes[None, :], [seed]))[0])
+        z = self.parse_latent(image_id)
+        png = to_png(
+            to_uint8(self.generate(codes[None, :], [seed], None if z is None else torch.from_numpy(z)[None]))[0]
+        )
         self._cache.put(image_id, png)
         return png
 
+    # ---- preference maximisation ------------------------------------------------------------------------
+    def preference_scores(self, user_vector: np.ndarray, features: torch.Tensor, codes: np.ndarray) -> np.ndarray:
+        """u · f(x) for (B, feature_dim) raw image features of images made for ``codes``; u (d,) or (B, d)."""
+        if self.visual is None:
+            raise ValueError("this bundle has no visual encoder; train one with `vitrine train visual`")
+        enc = self.visual.encoder
+        with torch.inference_mode():
+            y = torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long) if enc.config.uses_attributes else None
+            fx = enc(features, y).numpy()
+        u = np.asarray(user_vector, dtype=np.float32)
+        return fx @ u if u.ndim == 1 else (fx * u).sum(1)
+
+    def optimise_latents(
+        self,
+        user_vector: np.ndarray,  # (d,), or (B, d): one shopper per row
+        codes: np.ndarray,  # (B, n_attributes)
+        z0: torch.Tensor,  # (B, z_dim)
+        *,
+        steps: int | None = None,
+        realism_weight: float | None = None,
+    ) -> torch.Tensor:
+        """Latent codes that raise the shopper's preference for G(z, c) while D keeps them realistic.
+
+        Maximises J(z) of the module docstring with Adam from ``z0``, all rows at once; returns (B, z_dim),
+        rounded to float16 (what the image id stores), so the images shown are the ones an id regenerates.
+        Deterministic for the same inputs and thread count (no random step).
+        """
+        visual, disc = self.visual, self.bundle.discriminator
+        if visual is None or disc is None:
+            raise ValueError("preference maximisation needs a bundle with a visual encoder")
+        cfg = self.config
+        steps = cfg.steps if steps is None else steps
+        lam = cfg.realism_weight if realism_weight is None else realism_weight
+        cal = visual.calibration
+        u = torch.as_tensor(np.asarray(user_vector, dtype=np.float32))
+        u_hat = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        u_hat = u_hat.expand(len(codes), -1) if u_hat.ndim == 1 else u_hat
+        y = torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long)
+        y_enc = y if visual.encoder.config.uses_attributes else None
+        z = z0.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=cfg.lr)
+        with torch.enable_grad():
+            for _ in range(steps):
+                x = self.bundle.generator(z, y)
+                score = (visual.encoder(self.bundle.classifier.embed(x), y_enc) * u_hat).sum(1) / cal.score_std
+                objective = score - cfg.prior_weight * z.pow(2).mean(1) / 2
+                if lam:
+                    objective = objective + lam * (disc(x, y) - cal.realism_mean) / cal.realism_std
+                opt.zero_grad(set_to_none=True)
+                (-objective.sum()).backward()
+                opt.step()
+        return z.detach().to(torch.float16).to(torch.float32)
+
     @torch.inference_mode()
-    def nearest_items(self, images: torch.Tensor, k: int) -> list[list[NearestItem]]:
-        feats = self.bundle.classifier.features(images).numpy()
-        sims, rows = self.bundle.retriever.search(feats, k)
+    def realism(self, images: torch.Tensor, codes: np.ndarray) -> np.ndarray:
+        """Standardised discriminator logits (0 = a typical generated image, higher = more realistic)."""
+        if self.visual is None or self.bundle.discriminator is None:
+            raise ValueError("this bundle has no visual encoder, so no calibrated realism")
+        cal = self.visual.calibration
+        d = self.bundle.discriminator(images, torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long))
+        return ((d - cal.realism_mean) / cal.realism_std).numpy()
+
+    # ---- set construction ---------------------------------------------------------------------------
+    @staticmethod
+    def select_diverse(
+        relevance: np.ndarray, features: np.ndarray, n: int, *, mmr_lambda: float, min_distance: float
+    ) -> tuple[np.ndarray, float]:
+        """n of the m candidates by MMR (Carbonell & Goldstein 1998) with a hard minimum pairwise distance.
+
+        relevance: (m,) higher is better, standardised inside; features: (m, d) unit vectors (cosine).
+        Greedy: the next pick maximises λ·rel − (1 − λ)·max cos(pick, chosen) among the candidates at
+        cosine distance ≥ ``min_distance`` from every chosen one; when none is left, among all (the
+        constraint is relaxed rather than the set shortened). Returns (chosen rows, min pairwise distance).
+        """
+        m = len(relevance)
+        if n > m:
+            raise ValueError(f"cannot choose {n} images from {m} candidates")
+        rel = (relevance - relevance.mean()) / (relevance.std() + 1e-8)
+        sims = features @ features.T
+        chosen = [int(np.argmax(rel))]
+        max_sim = sims[chosen[0]].copy()
+        free = np.ones(m, dtype=bool)
+        free[chosen[0]] = False
+        while len(chosen) < n:
+            mmr = mmr_lambda * rel - (1.0 - mmr_lambda) * max_sim
+            ok = free & (1.0 - max_sim >= min_distance)
+            pool = ok if ok.any() else free
+            pick = int(np.flatnonzero(pool)[np.argmax(mmr[pool])])
+            chosen.append(pick)
+            free[pick] = False
+            max_sim = np.maximum(max_sim, sims[pick])
+        c = np.asarray(chosen)
+        if n < 2:
+            return c, float("nan")
+        sub = sims[np.ix_(c, c)]
+        return c, float(1.0 - sub[~np.eye(n, dtype=bool)].max())
+
+    def allowed_classes(self, classes: list[str] | tuple[str, ...] | set[str] | None) -> tuple[str, ...] | None:
+        """The class filter, checked against the catalogue's classes (ValueError naming the unknown ones)."""
+        if classes is None:
+            return None
+        known = self.bundle.encoder.values_[self.bundle.attributes[0]]
+        unknown = sorted(set(classes) - set(known))
+        if unknown or not classes:
+            raise ValueError(f"classes: {unknown or 'empty'} not in the catalogue; choose from {sorted(known)}")
+        return tuple(sorted(set(classes)))
+
+    @torch.inference_mode()
+    def nearest_items(
+        self,
+        images: torch.Tensor | None,  # (B, C, H, W) in [-1, 1]; or None with ``features``
+        k: int,
+        *,
+        features: np.ndarray | None = None,  # (B, feature_dim) unit image features, instead of images
+        user_vector: np.ndarray | None = None,
+        classes: tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
+    ) -> list[list[NearestItem]]:
+        """The k nearest catalogue items of each image by image features, after the catalogue filters.
+
+        With a shopper vector, the ``grounding_pool``·k nearest that pass the filters are re-ranked by the
+        shopper's score (u · v; u · f(image) for items without interactions) and the best k kept; they are
+        listed by similarity, most similar first.
+        """
+        feats = self.bundle.classifier.features(images).numpy() if features is None else features
+        retriever = self.bundle.retriever
+        keep = np.ones(retriever.index.ntotal, dtype=bool)
+        if in_stock_only:
+            keep &= self._index_in_stock
+        if classes is not None:
+            keep &= np.isin(self._index_class, classes)
+        if not keep.any():
+            raise ValueError("no catalogue item passes the filters (in stock, classes)")
+        want = k * self.config.grounding_pool if user_vector is not None else k
+        want = min(want, int(keep.sum()))
+        search = min(retriever.index.ntotal, max(want, k) * (1 if keep.all() else 4))
+        while True:
+            sims, rows = retriever.search(feats, search)
+            enough = all(int(keep[r[r >= 0]].sum()) >= want for r in rows)
+            if enough or search >= retriever.index.ntotal:
+                break
+            search = min(retriever.index.ntotal, search * 4)
+        shopper = None
+        if user_vector is not None and self._index_vectors is not None:
+            shopper = self._index_vectors @ np.asarray(user_vector, dtype=np.float32)
         out = []
         for srow, irow in zip(sims, rows, strict=True):
+            ok = (irow >= 0) & keep[np.maximum(irow, 0)]
+            srow, irow = srow[ok][:want], irow[ok][:want]
+            if shopper is not None:
+                best = np.argsort(-shopper[irow], kind="stable")[:k]
+                best = np.sort(best)  # back in similarity order
+                srow, irow = srow[best], irow[best]
             items = []
-            for s, r in zip(srow, irow, strict=True):
-                if r < 0:
-                    continue
-                item_id = str(self.bundle.retriever.item_ids[r])
+            for s, r in zip(srow[:k], irow[:k], strict=True):
+                item_id = str(retriever.item_ids[r])
                 c = self._catalogue_rows[item_id]
                 price = self._prices[c]
                 items.append(
@@ -247,24 +528,42 @@ class Personaliser:
                         similarity=float(s),
                         attributes=dict(zip(self.bundle.attributes, self._attributes[c], strict=True)),
                         price=None if np.isnan(price) else float(price),
+                        shopper_score=None if shopper is None else float(shopper[r]),
                     )
                 )
             out.append(items)
         return out
 
     def image_set(
-        self, user_id: str, n: int = 8, *, neighbours: int = 4, session: list[SessionEvent] | None = None
+        self,
+        user_id: str,
+        n: int = 8,
+        *,
+        neighbours: int = 4,
+        session: list[SessionEvent] | None = None,
+        classes: list[str] | tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
+        optimise: bool | None = None,
     ) -> ImageSet:
         """n generated images for a shopper; ``session`` events (if any) are folded in first.
 
         Strategy: ``session`` when session events shaped the vector, ``personalised`` for a stored shopper,
         ``cold_start`` otherwise. The condition draw is seeded by the shopper and the session's length, so
-        the set is stable between events and changes as soon as a new event arrives.
+        the set is stable between events and changes as soon as a new event arrives. ``classes`` limits the
+        generated and the grounded items to those classes. ``optimise`` (default: whenever the bundle and the
+        shopper allow) switches preference maximisation and the candidate pool on or off.
         """
         if not 1 <= n <= self.config.max_set_size:
             raise ValueError(f"n must be between 1 and {self.config.max_set_size}; got {n}")
         if not 1 <= neighbours <= self.config.max_neighbours:
             raise ValueError(f"neighbours must be between 1 and {self.config.max_neighbours}; got {neighbours}")
+        allowed = self.allowed_classes(classes)
+        key = (user_id, _session_key(session), n, neighbours, allowed, in_stock_only, optimise)
+        with self._sets_lock:
+            hit = self._sets.get(key)
+            if hit is not None:
+                self._sets.move_to_end(key)
+                return dataclasses.replace(hit, cached=True)
         if session:
             vector = self.session_vector(user_id, session)
             known = self.bundle.embeddings.item_indices([e.item_id for e in session]) >= 0
@@ -273,26 +572,112 @@ class Personaliser:
             vector = self.user_vector(user_id)
             strategy = "personalised" if vector is not None else "cold_start"
         p = self.condition_distribution(vector)
-        chosen = self.choose_conditions(p, n, stable_seed(user_id, self.version, "conditions", len(session or ())))
+        if allowed is not None:
+            class_of = np.asarray(self.bundle.encoder.values_[self.bundle.attributes[0]])[self.conditions[:, 0]]
+            mask = np.isin(class_of, allowed)
+            p = np.where(mask, p, 0.0)
+            p = p / p.sum() if p.sum() > 0 else mask / mask.sum()
+        support = self.condition_support(vector)
+        use_opt = self.optimises and vector is not None and (optimise is None or optimise)
+        m = n * self.config.pool_factor if use_opt else n
+        chosen = self.choose_conditions(p, m, stable_seed(user_id, self.version, "conditions", len(session or ())))
         codes = self.conditions[chosen]
-        seeds = [stable_seed(user_id, self.version, slot) for slot in range(n)]
-        images = self.generate(codes, seeds)
-        nearest = self.nearest_items(images, neighbours)
-        pixels = to_uint8(images)
+        seeds = [stable_seed(user_id, self.version, slot) for slot in range(m)]
+        z0 = self.latents(seeds)
+        z = self.optimise_latents(vector, codes, z0) if use_opt else z0
+        with torch.inference_mode():
+            images = self.bundle.generator(z, torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long))
+            raw = self.bundle.classifier.embed(images)
+            unit = torch.nn.functional.normalize(raw, dim=1).numpy()
+        pref = pref0 = real = None
+        if use_opt:
+            pref = self.preference_scores(vector, raw, codes)
+            with torch.inference_mode():
+                raw0 = self.bundle.classifier.embed(self.generate(codes, seeds, z0))
+            pref0 = self.preference_scores(vector, raw0, codes)
+            real = self.realism(images, codes)
+            pick, min_dist = self.select_diverse(
+                pref, unit, n, mmr_lambda=self.config.mmr_lambda, min_distance=self.config.min_distance
+            )
+        else:
+            pick = np.arange(n)
+            if vector is not None and self.visual is not None:
+                pref = self.preference_scores(vector, raw, codes)
+            sub = unit @ unit.T
+            min_dist = float(1.0 - sub[~np.eye(n, dtype=bool)].max()) if n > 1 else float("nan")
+        nearest = self.nearest_items(
+            None, neighbours, features=unit[pick], user_vector=vector, classes=allowed, in_stock_only=in_stock_only
+        )
+        pixels = to_uint8(images[pick])
         out = []
-        for slot in range(n):
-            image_id = self.image_id(codes[slot], seeds[slot])
+        for slot, j in enumerate(pick):
+            image_id = self.image_id(codes[j], seeds[j], z[j].numpy() if use_opt else None)
             self._cache.put(image_id, to_png(pixels[slot]))
+            condition = self.bundle.encoder.decode(codes[j])
+            explanation = Explanation(
+                condition_probability=float(p[chosen[j]]),
+                condition_support=int(support[chosen[j]]),
+                preference_score=None if pref is None else float(pref[j]),
+                preference_score_unoptimised=None if pref0 is None else float(pref0[j]),
+                realism=None if real is None else float(real[j]),
+                optimised=use_opt,
+                reason=self._reason(
+                    strategy,
+                    condition,
+                    float(p[chosen[j]]),
+                    int(support[chosen[j]]),
+                    nearest[slot],
+                    None if pref is None else float(pref[j]),
+                    None if pref0 is None else float(pref0[j]),
+                ),
+            )
             out.append(
                 GeneratedImage(
                     image_id=image_id,
                     slot=slot,
-                    condition=self.bundle.encoder.decode(codes[slot]),
-                    score=float(p[chosen[slot]]),
+                    condition=condition,
+                    score=float(p[chosen[j]]),
                     nearest=nearest[slot],
+                    explanation=explanation,
                 )
             )
-        return ImageSet(user_id=user_id, strategy=strategy, bundle_version=self.version, images=out)
+        result = ImageSet(
+            user_id=user_id,
+            strategy=strategy,
+            bundle_version=self.version,
+            images=out,
+            min_pairwise_distance=None if np.isnan(min_dist) else min_dist,
+        )
+        with self._sets_lock:
+            self._sets[key] = result
+            while len(self._sets) > self.config.set_cache_size:
+                self._sets.popitem(last=False)
+        return result
+
+    def _reason(
+        self,
+        strategy: str,
+        condition: dict[str, str],
+        p: float,
+        support: int,
+        nearest: list[NearestItem],
+        pref: float | None,
+        pref0: float | None,
+    ) -> str:
+        look = " ".join(condition[a] for a in reversed(self.bundle.attributes) if a in condition)
+        if strategy == "cold_start":
+            why = f"A {look}: one of the catalogue's popular styles ({p:.0%} of popularity among the styles shown)."
+        else:
+            source = "your history and this session" if strategy == "session" else "your history"
+            why = (
+                f"A {look}: {support} of the {self.config.top_items} items that {source} suggests for you "
+                f"are {look} (weight {p:.0%})."
+            )
+        if pref is not None and pref0 is not None:
+            why += f" Its look was tuned to your visual taste (preference score {pref0:.2f} → {pref:.2f})."
+        if nearest:
+            why += " Real items like it: " + ", ".join(it.item_id for it in nearest) + "."
+        return why
 
     def item_image_path(self, item_id: str) -> Path | None:
         """The catalogue photo of an item, if the bundle knows where its images live and the file exists."""

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
 from api.deps import get_state, get_storefront
-from api.schemas import ErrorOut, GeneratedImageOut, ImageSetOut, NearestItemOut
+from api.schemas import ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut, NearestItemOut
 from api.settings import Settings, get_settings
 from engine.experiments import UnknownExperiment
 from engine.experiments.config import NAME_PATTERN
-from engine.personaliser import NearestItem, UnknownImage
+from engine.personaliser import GeneratedImage, NearestItem, UnknownImage
 from engine.serving import ServingState
 from engine.storefront import PopularSet, Storefront
 
@@ -95,6 +95,7 @@ def image_set(
                 condition=img.condition,
                 score=img.score,
                 nearest_items=_nearest_out(base, img.nearest),
+                explanation=_explanation_out(img),
             )
             for img in result.images
         ]
@@ -106,7 +107,24 @@ def image_set(
         experiment=shown.experiment,
         variant=shown.variant,
         exposure_id=shown.exposure_id if shown.experiment else None,
+        min_pairwise_distance=getattr(result, "min_pairwise_distance", None),
         images=images,
+    )
+
+
+def _explanation_out(img: GeneratedImage) -> ExplanationOut | None:
+    e = img.explanation
+    if e is None:
+        return None
+    return ExplanationOut(
+        reason=e.reason,
+        condition_probability=e.condition_probability,
+        condition_support=e.condition_support,
+        preference_score=e.preference_score,
+        preference_score_unoptimised=e.preference_score_unoptimised,
+        realism=e.realism,
+        optimised=e.optimised,
+        item_ids=[it.item_id for it in img.nearest],
     )
 
 
@@ -119,6 +137,7 @@ def _nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
             price=it.price,
             url=f"{base}/v1/items/{it.item_id}",
             image_url=f"{base}/v1/items/{it.item_id}/image.png",
+            shopper_score=it.shopper_score,
         )
         for it in nearest
     ]

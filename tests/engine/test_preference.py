@@ -1,0 +1,100 @@
+"""Preference maximisation, set construction, grounding filters and the set cache, on the tiny bundle."""
+
+import shutil
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+
+from engine.bundle import load_bundle
+from engine.personaliser import Personaliser, PersonaliserConfig
+from engine.sessions import SessionEvent
+
+
+@pytest.fixture(scope="module")
+def personaliser(trained_artifacts):
+    root, version = trained_artifacts
+    return Personaliser(load_bundle(root / version))
+
+
+def test_the_tiny_bundle_has_a_visual_encoder_and_optimises(personaliser):
+    assert personaliser.visual is not None and personaliser.optimises
+
+
+def test_optimising_the_latent_code_raises_the_shoppers_preference_score(personaliser):
+    bundle = personaliser.bundle
+    users = bundle.embeddings.user_ids[:4]
+    u = bundle.embeddings.user_factors[:4].repeat(2, axis=0)
+    codes = personaliser.conditions[np.arange(8) % len(personaliser.conditions)]
+    z0 = personaliser.latents(list(range(8)))
+    z = personaliser.optimise_latents(u, codes, z0, steps=10, realism_weight=0.0)
+    with torch.inference_mode():
+        f0 = bundle.classifier.embed(personaliser.generate(codes, [], z0))
+        f1 = bundle.classifier.embed(personaliser.generate(codes, [], z))
+    before = personaliser.preference_scores(u, f0, codes)
+    after = personaliser.preference_scores(u, f1, codes)
+    assert after.mean() > before.mean()
+    assert len(users) == 4
+
+
+def test_optimised_images_regenerate_identically_from_their_id_alone(personaliser, trained_artifacts):
+    user = personaliser.bundle.embeddings.user_ids[3]
+    result = personaliser.image_set(user, 3)
+    assert all(img.explanation.optimised for img in result.images)
+    root, version = trained_artifacts
+    fresh = Personaliser(load_bundle(root / version))  # an empty image cache: must regenerate
+    for img in result.images:
+        assert fresh.parse_latent(img.image_id) is not None
+        assert fresh.render_png(img.image_id) == personaliser.render_png(img.image_id)
+
+
+def test_mmr_keeps_the_minimum_distance_while_the_pool_allows_it():
+    rel = np.array([1.0, 0.99, 0.5, 0.2])
+    feats = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    chosen, dmin = Personaliser.select_diverse(rel, feats, 2, mmr_lambda=0.9, min_distance=0.5)
+    assert list(chosen) == [0, 2]  # the duplicate of the best one is skipped despite its relevance
+    assert dmin == pytest.approx(1.0)
+    chosen, dmin = Personaliser.select_diverse(rel, feats, 4, mmr_lambda=0.9, min_distance=0.5)
+    assert sorted(chosen) == [0, 1, 2, 3] and dmin == pytest.approx(0.0)  # relaxed only when it must be
+
+
+def test_the_set_cache_answers_repeats_and_misses_when_the_session_changes(personaliser):
+    user = personaliser.bundle.embeddings.user_ids[5]
+    first = personaliser.image_set(user, 4)
+    again = personaliser.image_set(user, 4)
+    assert not first.cached and again.cached
+    assert [i.image_id for i in again.images] == [i.image_id for i in first.images]
+    item = str(personaliser.bundle.catalogue["item_id"].iat[0])
+    event = SessionEvent(item_id=item, event_type="view", timestamp=datetime(2026, 1, 1, tzinfo=UTC))
+    assert not personaliser.image_set(user, 4, session=[event]).cached
+
+
+def test_the_class_filter_holds_for_generated_and_grounded_items(personaliser):
+    user = personaliser.bundle.embeddings.user_ids[6]
+    allowed = personaliser.bundle.encoder.values_["class"][:2]
+    result = personaliser.image_set(user, 4, neighbours=3, classes=allowed)
+    for img in result.images:
+        assert img.condition["class"] in allowed
+        assert img.nearest and all(it.attributes["class"] in allowed for it in img.nearest)
+        assert all(it.shopper_score is not None for it in img.nearest)
+    with pytest.raises(ValueError, match="not in the catalogue"):
+        personaliser.image_set(user, 4, classes=["no-such-class"])
+
+
+def test_without_optimisation_the_set_is_the_conditioned_one(personaliser):
+    user = personaliser.bundle.embeddings.user_ids[7]
+    plain = personaliser.image_set(user, 4, optimise=False)
+    assert all(personaliser.parse_latent(i.image_id) is None for i in plain.images)
+    assert all(not i.explanation.optimised for i in plain.images)
+
+
+def test_a_bundle_without_a_visual_encoder_still_loads_and_serves(trained_artifacts, tmp_path):
+    root, version = trained_artifacts
+    old = tmp_path / version
+    shutil.copytree(root / version, old)
+    shutil.rmtree(old / "visual")
+    p = Personaliser(load_bundle(old), PersonaliserConfig())
+    assert p.visual is None and not p.optimises
+    result = p.image_set(str(p.bundle.embeddings.user_ids[0]), 3)
+    assert len(result.images) == 3 and all(p.parse_latent(i.image_id) is None for i in result.images)
