@@ -24,7 +24,9 @@ With a visual encoder in the bundle (``models.visual``) and a shopper vector u, 
     regenerate the exact image;
 3''. set construction: n of the m candidates by maximal marginal relevance (Carbonell & Goldstein 1998) on the
     preference score, with cosine similarity of image features as redundancy and a hard minimum pairwise
-    feature distance ``min_distance`` (relaxed, and reported, only when the pool cannot meet it);
+    feature distance ``min_distance`` (relaxed only when the pool cannot meet it; the set reports the smallest
+    distance it has). By default the n are chosen on the seeded candidates and only they are optimised
+    (half the cost); ``optimise_pool`` optimises every candidate first;
 4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) that pass the catalogue filters (in
     stock, class allowed), of which the k the shopper scores highest (u · v, or u · f(image) for items
     without interactions) are kept, listed by similarity.
@@ -68,6 +70,7 @@ class PersonaliserConfig:
     # preference maximisation (used when the bundle has a visual encoder and the shopper a vector)
     preference: bool = True
     pool_factor: int = 2  # candidates generated per image of the set
+    optimise_pool: bool = False  # True: optimise all candidates, then choose; False: choose, then optimise (½ cost)
     steps: int = 8  # Adam steps on z
     lr: float = 0.08
     realism_weight: float = 1.0  # λ: 0 = personalisation only; larger keeps images nearer the catalogue
@@ -426,6 +429,13 @@ class Personaliser:
         d = self.bundle.discriminator(images, torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long))
         return ((d - cal.realism_mean) / cal.realism_std).numpy()
 
+    @torch.inference_mode()
+    def _render(self, z: torch.Tensor, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Images G(z, c), their raw classifier features, and those features at unit length (numpy)."""
+        images = self.bundle.generator(z, torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long))
+        raw = self.bundle.classifier.embed(images)
+        return images, raw, torch.nn.functional.normalize(raw, dim=1).numpy()
+
     # ---- set construction ---------------------------------------------------------------------------
     @staticmethod
     def select_diverse(
@@ -584,59 +594,67 @@ class Personaliser:
         codes = self.conditions[chosen]
         seeds = [stable_seed(user_id, self.version, slot) for slot in range(m)]
         z0 = self.latents(seeds)
-        z = self.optimise_latents(vector, codes, z0) if use_opt else z0
-        with torch.inference_mode():
-            images = self.bundle.generator(z, torch.as_tensor(np.ascontiguousarray(codes), dtype=torch.long))
-            raw = self.bundle.classifier.embed(images)
-            unit = torch.nn.functional.normalize(raw, dim=1).numpy()
         pref = pref0 = real = None
-        if use_opt:
-            pref = self.preference_scores(vector, raw, codes)
-            with torch.inference_mode():
-                raw0 = self.bundle.classifier.embed(self.generate(codes, seeds, z0))
-            pref0 = self.preference_scores(vector, raw0, codes)
-            real = self.realism(images, codes)
-            pick, min_dist = self.select_diverse(
-                pref, unit, n, mmr_lambda=self.config.mmr_lambda, min_distance=self.config.min_distance
+        if use_opt and self.config.optimise_pool:  # optimise every candidate, then choose
+            z = self.optimise_latents(vector, codes, z0)
+            images, raw, unit = self._render(z, codes)
+            pick, _ = self.select_diverse(
+                self.preference_scores(vector, raw, codes),
+                unit,
+                n,
+                mmr_lambda=self.config.mmr_lambda,
+                min_distance=self.config.min_distance,
             )
+            _, raw0, _ = self._render(z0[pick], codes[pick])
+            pref0 = self.preference_scores(vector, raw0, codes[pick])
+            images, raw, unit, z = images[pick], raw[pick], unit[pick], z[pick]
+        elif use_opt:  # choose on the seeded candidates, then optimise the chosen ones (half the cost)
+            _, raw0, unit0 = self._render(z0, codes)
+            pref0_all = self.preference_scores(vector, raw0, codes)
+            pick, _ = self.select_diverse(
+                pref0_all, unit0, n, mmr_lambda=self.config.mmr_lambda, min_distance=self.config.min_distance
+            )
+            pref0 = pref0_all[pick]
+            z = self.optimise_latents(vector, codes[pick], z0[pick])
+            images, raw, unit = self._render(z, codes[pick])
         else:
             pick = np.arange(n)
-            if vector is not None and self.visual is not None:
-                pref = self.preference_scores(vector, raw, codes)
-            sub = unit @ unit.T
-            min_dist = float(1.0 - sub[~np.eye(n, dtype=bool)].max()) if n > 1 else float("nan")
+            z = z0
+            images, raw, unit = self._render(z0, codes)
+        chosen, codes, seeds = chosen[pick], codes[pick], [seeds[j] for j in pick]
+        if vector is not None and self.visual is not None:
+            pref = self.preference_scores(vector, raw, codes)
+        if use_opt:
+            real = self.realism(images, codes)
+        sub = unit @ unit.T
+        min_dist = float(1.0 - sub[~np.eye(n, dtype=bool)].max()) if n > 1 else float("nan")
         nearest = self.nearest_items(
-            None, neighbours, features=unit[pick], user_vector=vector, classes=allowed, in_stock_only=in_stock_only
+            None, neighbours, features=unit, user_vector=vector, classes=allowed, in_stock_only=in_stock_only
         )
-        pixels = to_uint8(images[pick])
+        pixels = to_uint8(images)
         out = []
-        for slot, j in enumerate(pick):
-            image_id = self.image_id(codes[j], seeds[j], z[j].numpy() if use_opt else None)
+        for slot in range(n):
+            image_id = self.image_id(codes[slot], seeds[slot], z[slot].numpy() if use_opt else None)
             self._cache.put(image_id, to_png(pixels[slot]))
-            condition = self.bundle.encoder.decode(codes[j])
+            condition = self.bundle.encoder.decode(codes[slot])
+            prob, support_c = float(p[chosen[slot]]), int(support[chosen[slot]])
+            score = None if pref is None else float(pref[slot])
+            score0 = None if pref0 is None else float(pref0[slot])
             explanation = Explanation(
-                condition_probability=float(p[chosen[j]]),
-                condition_support=int(support[chosen[j]]),
-                preference_score=None if pref is None else float(pref[j]),
-                preference_score_unoptimised=None if pref0 is None else float(pref0[j]),
-                realism=None if real is None else float(real[j]),
+                condition_probability=prob,
+                condition_support=support_c,
+                preference_score=score,
+                preference_score_unoptimised=score0 if use_opt else score,
+                realism=None if real is None else float(real[slot]),
                 optimised=use_opt,
-                reason=self._reason(
-                    strategy,
-                    condition,
-                    float(p[chosen[j]]),
-                    int(support[chosen[j]]),
-                    nearest[slot],
-                    None if pref is None else float(pref[j]),
-                    None if pref0 is None else float(pref0[j]),
-                ),
+                reason=self._reason(strategy, condition, prob, support_c, nearest[slot], score, score0),
             )
             out.append(
                 GeneratedImage(
                     image_id=image_id,
                     slot=slot,
                     condition=condition,
-                    score=float(p[chosen[j]]),
+                    score=prob,
                     nearest=nearest[slot],
                     explanation=explanation,
                 )
