@@ -15,9 +15,9 @@ def personaliser(trained_artifacts):
 
 
 def test_anonymous_sets_move_towards_the_viewed_class_and_colour(personaliser):
-    report = session_response(personaliser, users=12, views=3, n=6, show_progress=False)
+    report = session_response(personaliser, users=6, views=3, n=4, show_progress=False)
     anon = report["anonymous"]
-    assert anon["shoppers"] == 12 and report["known"]["shoppers"] == 12
+    assert anon["shoppers"] == 6 and report["known"]["shoppers"] == 6
     for group in ("known", "anonymous"):
         for when in ("before", "after"):
             assert set(report[group][when]) == {"requested", "judged"}
