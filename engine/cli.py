@@ -19,6 +19,7 @@ def _setup_logging(verbose: bool) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs a harmless AVX2 fallback at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the load benchmark
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
