@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import admin, events, experiments, health, images, items, sessions
+from api.routers import admin, demo, events, experiments, health, images, items, sessions
 from api.settings import Settings, get_settings
 from engine.eventstore import EventStore, StoreError
 from engine.personaliser import PersonaliserConfig
@@ -97,4 +97,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router)
     app.include_router(events.router)
     app.include_router(admin.router)
+    app.include_router(demo.router)
     return app
