@@ -139,8 +139,11 @@ def _cmd_train_visual(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate_personalisation(args: argparse.Namespace) -> int:
+    import torch
+
     from engine.evaluate_personalisation import evaluate_personalisation, render
 
+    torch.set_num_threads(args.threads)
     report = evaluate_personalisation(
         Path(args.data),
         Path(args.artifacts),
@@ -410,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument("--n", type=int, default=8, help="images per set")
     per.add_argument("--test-days", type=int, default=1, help="held-out last days for the purchase recall")
     per.add_argument("--out", help="JSON report path (default <artifacts>/reports/<version>/personalisation.json)")
+    per.add_argument("--threads", type=int, default=1, help="torch threads (small batches: 1 is fastest)")
     per.add_argument("--no-progress", action="store_true")
     per.set_defaults(func=_cmd_evaluate_personalisation)
     ev.add_argument("--data")

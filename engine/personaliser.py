@@ -71,8 +71,10 @@ class PersonaliserConfig:
     preference: bool = True
     pool_factor: int = 2  # candidates generated per image of the set
     optimise_pool: bool = False  # True: optimise all candidates, then choose; False: choose, then optimise (½ cost)
-    steps: int = 8  # Adam steps on z
-    lr: float = 0.08
+    # 2 steps at lr 0.25 vs 8 at 0.08 on the demo bundle (λ = 1, 480 images): lift +29% vs +35%, Fréchet
+    # distance −5% vs −6%, set latency 301 vs 522 ms (p50, busy 2-core box); the last steps add little.
+    steps: int = 2  # Adam steps on z
+    lr: float = 0.25
     realism_weight: float = 1.0  # λ: 0 = personalisation only; larger keeps images nearer the catalogue
     prior_weight: float = 1.0  # β: the Gaussian prior of z
     # set construction and grounding

@@ -4,8 +4,9 @@ Objective (Kang et al., ICDM 2017, eq. 2, with the shoppers' vectors u fixed to 
 
     L = − Σ_(u,i,j) ln σ(u · f(x_i) − u · f(x_j))  +  λ_reg · Σ_i ‖f(x_i) − v_i‖² / mean‖v‖²
 
-over triples of a shopper u, an item i they interacted with and a random item j; the second term (content →
-CF-factor regression) keeps f in the scale of the item factors v so that u · f(x) reads like u · v.
+over triples of a shopper u, an item i they interacted with and a random item j; the optional second term
+(content → CF-factor regression) would keep f in the scale of the item factors v; it costs ranking quality
+on the demo store, so λ_reg defaults to 0 and u · f(x) is a ranking score, not a calibrated u · v.
 
 Validation (``validate_visual``), on a split of the interaction matrix that the serving model never uses:
 - cold items: a share of the items with images is removed from the matrix entirely; embeddings and f are
@@ -43,11 +44,13 @@ class VisualTrainConfig:
     enabled: bool = True
     hidden: int = 256
     use_attributes: bool = False  # image only by default: preference maximisation can only move the image
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 512
     lr: float = 2e-3
     weight_decay: float = 1e-5
-    regression_weight: float = 1.0
+    # On the demo store (validation split, 800 steps): λ_reg = 0 → AUC 0.825, cold Recall@20 0.470;
+    # 0.1 → 0.794, 0.395; 1 → 0.732, 0.303. The anchor to the item factors costs ranking quality, so it is off.
+    regression_weight: float = 0.0
     holdout_items: float = 0.1  # cold-item validation: share of items with images removed from the matrix
     eval_k: int = 20
     calibration_samples: int = 256
@@ -129,6 +132,16 @@ def train_encoder(
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(enc.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     enc.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a small MLP: extra threads only add synchronisation (40× slower on a busy 2-core box)
+    try:
+        _fit(enc, opt, users, items, pool, feats, codes, uf, target, v_scale, config, rng, show_progress)
+    finally:
+        torch.set_num_threads(threads)
+    return enc.eval()
+
+
+def _fit(enc, opt, users, items, pool, feats, codes, uf, target, v_scale, config, rng, show_progress) -> None:
     bar = tqdm(range(config.steps), desc="visual encoder", unit="step", disable=not show_progress)
     for step in bar:
         pick = rng.integers(0, len(users), config.batch_size)
@@ -145,7 +158,6 @@ def train_encoder(
         opt.step()
         if step % 100 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    return enc.eval()
 
 
 @torch.no_grad()
