@@ -334,7 +334,7 @@ def evaluate_personalisation(
     split = time_split(store.events, test_days=test_days)
     split_p, data = split_personaliser(bundle, split.train, config, images, pconfig, show_progress=show_progress)
     report["held_out_purchases"] = {
-        "split": split.describe(),
+        "split": {**split.describe(), "test_days": test_days},
         **grounded_recall(
             split_p,
             data,

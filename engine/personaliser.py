@@ -80,7 +80,9 @@ class PersonaliserConfig:
     # set construction and grounding
     mmr_lambda: float = 0.7  # MMR: weight of relevance against redundancy
     min_distance: float = 0.05  # minimum pairwise cosine distance of the set's image features
-    grounding_pool: int = 3  # nearest items considered per kept item, for the shopper re-ranking
+    # nearest items considered per kept item, for the shopper re-ranking. Demo store, last day held out, 100
+    # shoppers: 3 → grounded-item recall 0.54× plain top-K at equal K; 10 → 0.94×; 30 → 0.96× (less similar items)
+    grounding_pool: int = 10
 
     def __post_init__(self) -> None:
         if min(self.top_items, self.max_set_size, self.max_neighbours, self.cache_size, self.set_cache_size) < 1:
