@@ -469,6 +469,7 @@ def run_simulation(
     from engine.world import load_tastes
 
     tastes = load_tastes(store)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request would drown the output
     t0 = time.perf_counter()
     if url:
         api_context = remote_api(url, admin_token)
