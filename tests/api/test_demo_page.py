@@ -7,6 +7,7 @@ final screenshot there (docs/demo.png was made so).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -31,14 +32,17 @@ EXPERIMENT = {
 }
 
 
-def _chromium_or_skip():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed: pip install -e '.[dev]' (it drives Debian's chromium)")
+def _missing() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright is not installed: pip install -e '.[dev]' (it drives Debian's chromium)"
     if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set VITRINE_CHROMIUM)")
-    return sync_playwright
+        return f"no Chromium at {CHROMIUM}: apt-get install chromium (or set VITRINE_CHROMIUM)"
+    return None
+
+
+# decided before any fixture runs, so a machine without a browser does not train a bundle for nothing
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 
 @pytest.fixture
@@ -75,7 +79,8 @@ def _variant_row(page, variant: str) -> tuple[int, int]:
 
 
 def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(server, trained_artifacts, tmp_path):
-    sync_playwright = _chromium_or_skip()
+    from playwright.sync_api import sync_playwright
+
     r = httpx.post(f"{server}/v1/admin/experiments", json=EXPERIMENT, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 201, r.text
     user = _users(trained_artifacts, 1)[0]
