@@ -1,0 +1,24 @@
+"""vitrine evaluate personalisation on the tiny bundle: every section is measured and written (slow)."""
+
+import json
+
+import pytest
+
+from engine.evaluate_personalisation import evaluate_personalisation, render
+
+
+@pytest.mark.slow
+def test_the_report_has_every_measurement_and_renders(demo_store, trained_artifacts, tmp_path):
+    root, version = trained_artifacts
+    report = evaluate_personalisation(
+        demo_store, root, users=4, n=3, realism_weights=(0.0, 1.0), out=tmp_path / "p.json", show_progress=False
+    )
+    assert report["bundle"] == version
+    pm = report["preference_maximisation"]
+    assert set(pm["by_realism_weight"]) == {"0", "1"} and pm["images"] == 12
+    h = report["hidden_taste_match"]
+    assert 0.0 <= h["personalised"] <= 1.0 and h["users"] == 4
+    g = report["held_out_purchases"]
+    assert g["users"] >= 1 and 0.0 <= g["grounded"] <= 1.0 and g["split"]["test_days"] == 1
+    assert json.loads((tmp_path / "p.json").read_text())["bundle"] == version
+    assert "Hidden-taste match" in render(report)
