@@ -5,10 +5,10 @@ Four measurements, each against a named baseline on the same shoppers:
 1. Visual preference model — the bundle's training-time validation of f (``engine.visual_training``):
    AUC on withheld interactions (Kang et al. 2017) and Recall@K of cold (held-out) items.
 2. Preference maximisation — for sampled shoppers, their personalised conditions with the serving noise
-   z₀, then the optimised z: the mean preference score u · f(G(z, c)) (lift = mean optimised / mean
-   unoptimised − 1) and the realism cost, the relative change of the Fréchet distance (the generator
-   evaluation harness's ``frechet_distance``) between the generated images and the real catalogue images,
-   in the classifier's feature space; for each value of the realism knob λ.
+   z₀, then the optimised z: the mean preference score u · f(G(z, c)) (lift = (mean optimised − mean
+   unoptimised) / |mean unoptimised|) and the realism cost, the relative change of the Fréchet distance (the
+   generator evaluation harness's ``frechet_distance``) between the generated images and the real catalogue
+   images, in the classifier's feature space; for each value of the realism knob λ.
 3. Hidden-taste match (demo store only) — share of images whose judged class and colour are among the
    shopper's hidden top-2: full personalised sets (pool + preference maximisation + MMR) against
    (a) popular, non-personalised conditions and (b) conditioning alone (no preference maximisation).
@@ -121,7 +121,9 @@ def preference_lift(
         fd1 = frechet_distance(f1, real_features)
         out["by_realism_weight"][f"{lam:g}"] = {
             "mean_score": float(s1.mean()),
-            "lift": float(s1.mean() / s0.mean() - 1.0) if s0.mean() > 0 else float("nan"),
+            # relative to |mean| so a negative baseline (u · f is a BPR ranking score, not bounded below) reads right
+            "lift": float((s1.mean() - s0.mean()) / abs(s0.mean())) if s0.mean() != 0 else float("nan"),
+            "lift_in_score_std": float((s1.mean() - s0.mean()) / s0.std()) if s0.std() > 0 else float("nan"),
             "share_of_images_improved": float((s1 > s0).mean()),
             "realism": float(r1.mean()),
             "frechet_distance": fd1,
