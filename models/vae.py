@@ -1,0 +1,138 @@
+"""A conditional VAE (Kingma & Welling 2014; Sohn et al. 2015): the baseline generator.
+
+The decoder p(x | z, y) *is* the GAN's :class:`models.gan.Generator` (same conditional-BN blocks, same
+per-attribute embeddings), so the two generators differ only in how they are trained, and anything that
+calls a generator — the evaluation harness, the Personaliser — can call this one the same way:
+``vae(z, y) -> (B, C, H, W)`` images in [-1, 1]. The encoder q(z | x, y) is a strided-convolution trunk
+whose 4x4 features are joined with the condition embeddings before the two linear heads (μ, log σ²).
+Training (Gaussian likelihood with the optimal shared σ, Rybkin et al. 2021) lives in ``engine.vae_training``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from models._io import config_from_dict, config_to_dict, read_json, write_json
+from models.gan import GANConfig, Generator
+
+
+@dataclass(frozen=True, kw_only=True)
+class VAEConfig:
+    """Architecture of the conditional VAE; travels inside every saved model. Fields shared with
+    :class:`models.gan.GANConfig` mean the same thing there."""
+
+    attribute_names: tuple[str, ...]
+    cardinalities: tuple[int, ...]
+    arch: str = "dcgan"  # decoder blocks, as GANConfig.arch
+    image_size: int = 64
+    channels: int = 3
+    z_dim: int = 64
+    embed_dim: int = 32  # per-attribute embedding width (decoder and encoder each have their own)
+    g_width: int = 32  # decoder width, as GANConfig.g_width
+    e_width: int = 32  # encoder width at full resolution; doubles per halving, capped at max_width
+    max_width: int = 256
+
+    def __post_init__(self) -> None:
+        if len(self.attribute_names) != len(self.cardinalities) or not self.attribute_names:
+            raise ValueError("attribute_names and cardinalities must be non-empty and of equal length")
+        if any(c < 1 for c in self.cardinalities):
+            raise ValueError(f"every cardinality must be >= 1; got {self.cardinalities}")
+        if self.image_size not in (16, 32, 64, 128):
+            raise ValueError(f"image_size must be 16, 32, 64 or 128; got {self.image_size}")
+        if self.arch not in ("resnet", "dcgan"):
+            raise ValueError(f"arch must be 'resnet' or 'dcgan'; got {self.arch!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
+        for name in ("z_dim", "embed_dim", "g_width", "e_width", "max_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    def decoder_config(self) -> GANConfig:
+        """The generator architecture the decoder uses (its d_width is unused)."""
+        return GANConfig(
+            attribute_names=self.attribute_names,
+            cardinalities=self.cardinalities,
+            arch=self.arch,
+            image_size=self.image_size,
+            channels=self.channels,
+            z_dim=self.z_dim,
+            embed_dim=self.embed_dim,
+            g_width=self.g_width,
+            d_width=self.e_width,
+            max_width=self.max_width,
+        )
+
+
+class VAEEncoder(nn.Module):
+    """q(z | x, y): (B, C, H, W) images and (B, n_attributes) codes → (μ, log σ²), each (B, z_dim)."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        widths = list(reversed(config.decoder_config().widths(config.e_width)))  # full resolution → 4x4
+        layers: list[nn.Module] = [nn.Conv2d(config.channels, widths[0], 3, padding=1), nn.LeakyReLU(0.1)]
+        for c_in, c_out in itertools.pairwise(widths):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.1)]
+        self.trunk = nn.Sequential(*layers, nn.Flatten())
+        self.embeddings = nn.ModuleList(nn.Embedding(n, config.embed_dim) for n in config.cardinalities)
+        hidden = widths[-1] * 16 + config.embed_dim * len(config.cardinalities)
+        self.mu = nn.Linear(hidden, config.z_dim)
+        self.logvar = nn.Linear(hidden, config.z_dim)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        e = torch.cat([emb(y[:, a]) for a, emb in enumerate(self.embeddings)], dim=1)
+        h = torch.cat([self.trunk(x), e], dim=1)
+        return self.mu(h), self.logvar(h).clamp(-12.0, 8.0)
+
+
+class ConditionalVAE(nn.Module):
+    """Called like the GAN's generator: ``vae(z, y)`` decodes (B, z_dim) noise under (B, n_attributes)
+    codes into (B, C, H, W) images in [-1, 1]. ``encode`` gives the posterior's (μ, log σ²)."""
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = VAEEncoder(config)
+        self.decoder = Generator(config.decoder_config())
+
+    def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:  # x: (B, C, H, W) in [-1, 1]
+        return self.encoder(x, y)
+
+    def forward(self, z: Tensor, y: Tensor) -> Tensor:  # z: (B, z_dim), y: (B, n_attributes) int64
+        return self.decoder(z, y)
+
+    @staticmethod
+    def kl(mu: Tensor, logvar: Tensor) -> Tensor:
+        """KL(q(z|x,y) ‖ N(0, I)) per example (Kingma & Welling 2014, appendix B)."""
+        return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+
+    @staticmethod
+    def reparameterise(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
+        return mu + (0.5 * logvar).exp() * eps
+
+
+def save_vae(vae: ConditionalVAE, directory: Path) -> None:
+    """Write ``vae.safetensors`` and ``config.json`` (the config that rebuilds it)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", config_to_dict(vae.config))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, str(directory / "vae.safetensors")
+    )
+
+
+def load_vae_config(directory: Path) -> VAEConfig:
+    return config_from_dict(VAEConfig, read_json(Path(directory) / "config.json"), source=str(directory))
+
+
+def load_vae(directory: Path, *, device: str = "cpu") -> ConditionalVAE:
+    """Rebuild the VAE from its saved config and weights, in eval mode."""
+    directory = Path(directory)
+    vae = ConditionalVAE(load_vae_config(directory))
+    vae.load_state_dict(load_file(str(directory / "vae.safetensors"), device=device), strict=True)
+    return vae.to(device).eval()
