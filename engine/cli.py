@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from engine import generator_cli
+
 logger = logging.getLogger("vitrine")
 
 
@@ -468,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     embb.add_argument("--seed", type=int, default=0)
     embb.add_argument("--json", help="also write the figures to this JSON file")
     embb.set_defaults(func=_cmd_bench_embeddings)
+    generator_cli.register(train_sub, ev_sub, bench)
 
     exps = sub.add_parser("experiments", help="A/B tests: define, report, simulate").add_subparsers(
         dest="experiments_command", required=True

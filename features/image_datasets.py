@@ -112,7 +112,7 @@ def read_fashion_mnist(path: Path, *, size: int = 32) -> ImageDataset:
 def hash_split(ids: pd.Series, test_share: float, salt: str) -> np.ndarray:
     """A reproducible split by id: an id is test when sha256(salt + id) falls in the first ``test_share``."""
     cut = int(test_share * 1000)
-    return np.array([int(hashlib.sha256(f"{salt}{i}".encode()).hexdigest(), 16) % 1000 < cut for i in ids])
+    return np.array([int(hashlib.sha256(f"{salt}{i}".encode()).hexdigest(), 16) % 1000 < cut for i in ids], dtype=bool)
 
 
 def _frequent(values: pd.Series, min_count: int) -> set[str]:
