@@ -26,6 +26,13 @@ from models.gan import Discriminator, GANConfig, Generator
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SCHEMA = 1
+# DiffAugment (Zhao et al. 2020) keeps a discriminator from memorising a small catalogue; its gain shrinks as
+# data grow, so by default it is on below this many training images and off above.
+SMALL_CATALOGUE = 20_000
+
+
+def diffaugment_default(n_train_images: int) -> bool:
+    return n_train_images < SMALL_CATALOGUE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +44,7 @@ class GANTrainConfig:
     beta1: float = 0.0
     beta2: float = 0.9
     ema_decay: float = 0.999
-    diffaugment: bool = True
+    diffaugment: bool | None = None  # None: on for catalogues below SMALL_CATALOGUE training images
     translation: float = 0.125
     cutout: float = 0.5
     max_seconds: float | None = None  # stop early once training has run this long (the run records it)
@@ -69,6 +76,7 @@ class GANTrainingResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    diffaugment: bool = False  # whether it was used
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
@@ -230,8 +238,10 @@ def train_gan(
                 history=history,
             )
 
+    use_diffaugment = diffaugment_default(len(data)) if train_config.diffaugment is None else train_config.diffaugment
+
     def augment(x: torch.Tensor) -> torch.Tensor:
-        if not train_config.diffaugment:
+        if not use_diffaugment:
             return x
         return diff_augment(x, rng, translation=train_config.translation, cutout_ratio=train_config.cutout)
 
@@ -297,7 +307,7 @@ def train_gan(
             train_config.steps,
             train_config.max_seconds,
         )
-    logger.info("trained GAN: %d steps in %.1fs", step, elapsed)
+    logger.info("trained GAN: %d steps in %.1fs (DiffAugment %s)", step, elapsed, "on" if use_diffaugment else "off")
     return GANTrainingResult(
         generator=g.eval(),
         generator_ema=g_ema.eval(),
@@ -306,4 +316,5 @@ def train_gan(
         seconds=elapsed,
         history=history,
         stopped_early=stopped_early,
+        diffaugment=use_diffaugment,
     )

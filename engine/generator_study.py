@@ -14,9 +14,9 @@ Generators train on the dataset's training split only; evaluation uses its held-
 accuracy) train on the same real training split, never on generated images, and are cached in a
 ``judges`` folder shared by every run on that dataset.
 
-DiffAugment is on by default for small catalogues (fewer than ``SMALL_CATALOGUE`` training images), where a
-discriminator overfits (Zhao et al. 2020 report the gain shrinking as data grow); ``--diffaugment on|off``
-overrides it.
+DiffAugment is on by default for small catalogues (fewer than ``engine.gan_training.SMALL_CATALOGUE``
+training images), where a discriminator overfits (Zhao et al. 2020 report the gain shrinking as data
+grow); ``--diffaugment on|off`` overrides it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from PIL import Image
 from torch import nn
 
 from engine.classifier_training import ClassifierTrainConfig, train_classifier
-from engine.gan_training import GANTrainConfig, train_gan
+from engine.gan_training import GANTrainConfig, diffaugment_default, train_gan
 from engine.generator_eval import evaluate_generator, generate_images, nearest_neighbours
 from engine.vae_training import VAETrainConfig, train_vae
 from features.attributes import AttributeEncoder
@@ -48,7 +48,6 @@ logger = logging.getLogger(__name__)
 
 DATASETS = ("fashion_mnist", "myntra", "hm", "demo")
 MODELS = ("gan", "vae")
-SMALL_CATALOGUE = 20_000  # below this many training images DiffAugment is on by default
 RUN_SCHEMA = 1
 
 
@@ -98,10 +97,6 @@ def encode(ds: ImageDataset, encoder: AttributeEncoder | None = None) -> tuple[A
     return encoder, codes
 
 
-def diffaugment_default(n_train_images: int) -> bool:
-    return n_train_images < SMALL_CATALOGUE
-
-
 # ---------------------------------------------------------------------------------------------- training
 
 
@@ -143,12 +138,11 @@ def train_run(
     }
     started = time.perf_counter()
     if model == "gan":
-        aug = diffaugment_default(len(images)) if diffaugment is None else diffaugment
         model_config: GANConfig | VAEConfig = GANConfig(**common, d_width=width)
         train_config: GANTrainConfig | VAETrainConfig = GANTrainConfig(
             steps=steps,
             batch_size=batch_size,
-            diffaugment=aug,
+            diffaugment=diffaugment,
             max_seconds=seconds,
             checkpoint_every=checkpoint_every,
             device=device,
@@ -164,6 +158,7 @@ def train_run(
             show_progress=show_progress,
         )
         save_module(result.generator_ema.cpu(), model_config, out / "model", "generator_ema")
+        aug = result.diffaugment
     else:
         aug = False
         model_config = VAEConfig(**common, e_width=width)
