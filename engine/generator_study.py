@@ -136,45 +136,20 @@ def train_run(
         "channels": channels,
         "g_width": width,
     }
+    loop = {"steps": steps, "batch_size": batch_size, "max_seconds": seconds, "checkpoint_every": checkpoint_every}
+    fit = {"seed": seed, "checkpoint_dir": out / "checkpoint", "resume": resume, "show_progress": show_progress}
     started = time.perf_counter()
     if model == "gan":
         model_config: GANConfig | VAEConfig = GANConfig(**common, d_width=width)
-        train_config: GANTrainConfig | VAETrainConfig = GANTrainConfig(
-            steps=steps,
-            batch_size=batch_size,
-            diffaugment=diffaugment,
-            max_seconds=seconds,
-            checkpoint_every=checkpoint_every,
-            device=device,
-        )
-        result = train_gan(
-            images,
-            conds,
-            model_config,
-            train_config,
-            seed=seed,
-            checkpoint_dir=out / "checkpoint",
-            resume=resume,
-            show_progress=show_progress,
-        )
+        train_config: GANTrainConfig | VAETrainConfig = GANTrainConfig(**loop, diffaugment=diffaugment, device=device)
+        result = train_gan(images, conds, model_config, train_config, **fit)
         save_module(result.generator_ema.cpu(), model_config, out / "model", "generator_ema")
         aug = result.diffaugment
     else:
         aug = False
         model_config = VAEConfig(**common, e_width=width)
-        train_config = VAETrainConfig(
-            steps=steps, batch_size=batch_size, max_seconds=seconds, checkpoint_every=checkpoint_every, device=device
-        )
-        result = train_vae(
-            images,
-            conds,
-            model_config,
-            train_config,
-            seed=seed,
-            checkpoint_dir=out / "checkpoint",
-            resume=resume,
-            show_progress=show_progress,
-        )
+        train_config = VAETrainConfig(**loop, device=device)
+        result = train_vae(images, conds, model_config, train_config, **fit)
         save_vae(result.vae.cpu(), out / "model")  # with its encoder, so it can be trained further
     info = {
         "schema_version": RUN_SCHEMA,
