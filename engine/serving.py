@@ -115,10 +115,21 @@ class ServingState:
             self.last_error = str(exc)
             logger.error("promoted bundle %s not loaded, still serving %s: %s", version, self.version, exc)
 
-    def image_set(self, user_id: str, n: int, *, neighbours: int, session_id: str | None = None) -> ImageSet:
+    def image_set(
+        self,
+        user_id: str,
+        n: int,
+        *,
+        neighbours: int,
+        session_id: str | None = None,
+        classes: tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
+    ) -> ImageSet:
         self.follow_pointer()
         session = self.sessions.get(session_id) if session_id else None
-        return self.personaliser.image_set(user_id, n, neighbours=neighbours, session=session)
+        return self.personaliser.image_set(
+            user_id, n, neighbours=neighbours, session=session, classes=classes, in_stock_only=in_stock_only
+        )
 
     def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:
         """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then)."""

@@ -83,12 +83,22 @@ class ShownSet:
         return [img.image_id for img in self.images.images]
 
 
-def popular_items(personaliser: Personaliser, n: int) -> list[str]:
-    """The ``n`` most popular catalogue items that have a photo on disk, one per (class, colour, pattern, …)
-    condition while distinct conditions last, then the next most popular ones. Ties keep catalogue order."""
+def popular_items(
+    personaliser: Personaliser, n: int, *, classes: tuple[str, ...] | None = None, in_stock_only: bool = True
+) -> list[str]:
+    """The ``n`` most popular catalogue items that have a photo on disk and pass the catalogue filters (in
+    stock, class allowed), one per (class, colour, pattern, …) condition while distinct conditions last,
+    then the next most popular ones. Ties keep catalogue order."""
     catalogue = personaliser.bundle.catalogue
     popularity = catalogue["popularity"].to_numpy(dtype=np.float64)
+    allowed = personaliser.allowed_classes(classes)
+    keep = np.ones(len(catalogue), dtype=bool)
+    if allowed is not None:
+        keep &= catalogue[personaliser.bundle.attributes[0]].astype(str).isin(allowed).to_numpy()
+    if in_stock_only and "in_stock" in catalogue.columns:
+        keep &= catalogue["in_stock"].to_numpy(dtype=bool)
     order = np.argsort(-popularity, kind="stable")
+    order = order[keep[order]]
     codes = personaliser.bundle.codes
     chosen: list[int] = []
     spare: list[int] = []
@@ -108,7 +118,7 @@ def popular_items(personaliser: Personaliser, n: int) -> list[str]:
         chosen.append(int(row))
     chosen += spare[: n - len(chosen)]
     if not chosen:
-        raise ValueError("the serving catalogue has no item photo on disk to build a popular set from")
+        raise ValueError("no catalogue item with a photo on disk passes the filters (in stock, classes)")
     return [str(item_ids[r]) for r in chosen]
 
 
@@ -152,11 +162,19 @@ def _nearest(personaliser: Personaliser, item_id: str, similarity: float) -> Nea
     return NearestItem(item_id=item_id, similarity=similarity, attributes=item["attributes"], price=item["price"])
 
 
-def popular_set(personaliser: Personaliser, user_id: str, n: int, *, neighbours: int) -> PopularSet:
+def popular_set(
+    personaliser: Personaliser,
+    user_id: str,
+    n: int,
+    *,
+    neighbours: int,
+    classes: tuple[str, ...] | None = None,
+    in_stock_only: bool = True,
+) -> PopularSet:
     """The control arm's set (:func:`popular_items`), each photo with its "shop similar" items."""
     total = float(personaliser.bundle.catalogue["popularity"].sum()) or 1.0
     images = []
-    for slot, item_id in enumerate(popular_items(personaliser, n)):
+    for slot, item_id in enumerate(popular_items(personaliser, n, classes=classes, in_stock_only=in_stock_only)):
         item = personaliser.item(item_id)
         assert item is not None
         images.append(
@@ -178,18 +196,28 @@ class Storefront:
     def __init__(self, serving: ServingState, store: EventStore | None, *, cache_size: int = 64) -> None:
         self.serving = serving
         self.store = store
-        self._popular: OrderedDict[tuple[str, int, int], list[CatalogueImage]] = OrderedDict()
+        self._popular: OrderedDict[tuple, list[CatalogueImage]] = OrderedDict()
         self._lock = threading.Lock()
         self._cache_size = cache_size
 
-    def popular(self, user_id: str, n: int, *, neighbours: int) -> PopularSet:
-        """:func:`popular_set`, cached per (bundle, n, neighbours): it is the same for every shopper."""
+    def popular(
+        self,
+        user_id: str,
+        n: int,
+        *,
+        neighbours: int,
+        classes: tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
+    ) -> PopularSet:
+        """:func:`popular_set`, cached per (bundle, n, neighbours, filters): it is the same for every shopper."""
         personaliser = self.serving.personaliser
-        key = (personaliser.version, n, neighbours)
+        classes = personaliser.allowed_classes(classes)
+        key = (personaliser.version, n, neighbours, classes, in_stock_only)
         with self._lock:
             images = self._popular.get(key)
         if images is None:
-            images = popular_set(personaliser, user_id, n, neighbours=neighbours).images
+            filters = {"classes": classes, "in_stock_only": in_stock_only}
+            images = popular_set(personaliser, user_id, n, neighbours=neighbours, **filters).images
             with self._lock:
                 self._popular[key] = images
                 while len(self._popular) > self._cache_size:
@@ -216,10 +244,14 @@ class Storefront:
         at: datetime | float | None = None,
         experiment: str | None = None,
         exposure_id: str | None = None,
+        classes: tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
     ) -> ShownSet:
         """The set to show ``user_id`` at ``at`` (default now), recording the exposure when an experiment
-        applies. ``exposure_id`` makes a retried request record its exposure once."""
+        applies. ``exposure_id`` makes a retried request record its exposure once. The catalogue filters
+        (``classes``, ``in_stock_only``) apply to every arm alike. ValueError names an unknown class."""
         ts = to_epoch(at)
+        filters = {"classes": self.serving.personaliser.allowed_classes(classes), "in_stock_only": in_stock_only}
         exposure_id = exposure_id or uuid.uuid4().hex
         try:
             candidates = self.running_experiments(ts, experiment)
@@ -234,13 +266,17 @@ class Storefront:
                 chosen = self.store.assignment(exp.name, unit) or assign(exp, unit)  # type: ignore[union-attr]
                 if chosen is None:
                     continue
-                shown = self._variant_set(exp, chosen, user_id, n, neighbours=neighbours, session_id=session_id)
+                shown = self._variant_set(
+                    exp, chosen, user_id, n, neighbours=neighbours, session_id=session_id, **filters
+                )
                 recorded = self._record(exp, unit, shown, ts, user_id, session_id, exposure_id)
                 if recorded is not None and recorded != chosen:
                     # another worker recorded this unit's first exposure in between, with another variant
                     # (the configuration changed meanwhile): show and record what it recorded
                     logger.warning("unit %s of %s: recorded variant %s, not %s", unit, exp.name, recorded, chosen)
-                    shown = self._variant_set(exp, recorded, user_id, n, neighbours=neighbours, session_id=session_id)
+                    shown = self._variant_set(
+                        exp, recorded, user_id, n, neighbours=neighbours, session_id=session_id, **filters
+                    )
                     self._record(exp, unit, shown, ts, user_id, session_id, None)
                     chosen = recorded
                 if recorded is None:  # not running any more at ``ts``: nothing recorded
@@ -249,19 +285,28 @@ class Storefront:
                 logger.error("could not record the exposure of %s in %s, serving the default: %s", unit, exp.name, exc)
                 break
             return ShownSet(images=shown, experiment=exp.name, variant=chosen, exposure_id=exposure_id)
-        return ShownSet(images=self._personalised(user_id, n, neighbours=neighbours, session_id=session_id))
-
-    def _personalised(self, user_id: str, n: int, *, neighbours: int, session_id: str | None) -> ImageSet:
-        return self.serving.image_set(user_id, n, neighbours=neighbours, session_id=session_id)
+        return ShownSet(
+            images=self.serving.image_set(user_id, n, neighbours=neighbours, session_id=session_id, **filters)
+        )
 
     def _variant_set(
-        self, exp: Experiment, variant: str, user_id: str, n: int, *, neighbours: int, session_id: str | None
+        self,
+        exp: Experiment,
+        variant: str,
+        user_id: str,
+        n: int,
+        *,
+        neighbours: int,
+        session_id: str | None,
+        classes: tuple[str, ...] | None,
+        in_stock_only: bool,
     ) -> ImageSet | PopularSet:
         strategy = exp.variant(variant).strategy
+        filters = {"classes": classes, "in_stock_only": in_stock_only}
         if strategy == "popular":
-            return self.popular(user_id, n, neighbours=neighbours)
+            return self.popular(user_id, n, neighbours=neighbours, **filters)
         if strategy == "personalised":
-            return self._personalised(user_id, n, neighbours=neighbours, session_id=session_id)
+            return self.serving.image_set(user_id, n, neighbours=neighbours, session_id=session_id, **filters)
         raise ValueError(f"experiment {exp.name!r}, variant {variant!r}: the storefront cannot show {strategy!r}")
 
     def _record(

@@ -49,6 +49,11 @@ def image_set(
         datetime | None,
         Query(description="the request's time, ISO 8601; only when the server runs with VITRINE_CLIENT_CLOCK=1"),
     ] = None,
+    classes: Annotated[
+        list[str] | None,
+        Query(description="only these classes, in the images and their items (repeat it or separate by commas)"),
+    ] = None,
+    in_stock_only: Annotated[bool, Query(description="attach only items in stock")] = True,
 ) -> ImageSetOut:
     if n > settings.max_set_size:
         raise HTTPException(422, f"n must be at most {settings.max_set_size}; got {n}")
@@ -67,9 +72,13 @@ def image_set(
             at=at,
             experiment=experiment,
             exposure_id=exposure_id,
+            classes=_split(classes),
+            in_stock_only=in_stock_only,
         )
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from exc
+    except ValueError as exc:  # an unknown class, or filters that leave no catalogue item
+        raise HTTPException(422, str(exc)) from exc
     base = str(request.base_url).rstrip("/")
     result = shown.images
     if isinstance(result, PopularSet):
@@ -110,6 +119,12 @@ def image_set(
         min_pairwise_distance=getattr(result, "min_pairwise_distance", None),
         images=images,
     )
+
+
+def _split(values: list[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    return tuple(v.strip() for value in values for v in value.split(",") if v.strip())
 
 
 def _explanation_out(img: GeneratedImage) -> ExplanationOut | None:

@@ -49,6 +49,28 @@ def test_image_set_for_a_known_user(client, trained_artifacts):
         assert sims == sorted(sims, reverse=True)
 
 
+def test_class_filter_limits_images_and_their_items(client, trained_artifacts):
+    user = known_user(trained_artifacts)
+    # one class the shopper's unfiltered set shows, plus one of the cold-start set's other classes
+    first = client.get(f"/v1/users/{user}/image-set", params={"n": 8}).json()["images"][0]["condition"]["class"]
+    cold = client.get("/v1/users/unknown-x/image-set", params={"n": 8}).json()["images"]
+    allowed = [first, *sorted({img["condition"]["class"] for img in cold} - {first})[:1]]
+    r = client.get(f"/v1/users/{user}/image-set", params={"n": 6, "classes": ",".join(allowed)})
+    assert r.status_code == 200, r.text
+    for img in r.json()["images"]:
+        assert img["condition"]["class"] in allowed
+        assert img["nearest_items"] and all(it["attributes"]["class"] in allowed for it in img["nearest_items"])
+    repeated = client.get(f"/v1/users/{user}/image-set", params=[("n", 6)] + [("classes", c) for c in allowed])
+    assert repeated.json()["images"] == r.json()["images"]
+
+
+@pytest.mark.parametrize("classes", ["no-such-class", ""])
+def test_unknown_or_empty_class_filter_is_422_naming_the_known_classes(client, trained_artifacts, classes):
+    r = client.get(f"/v1/users/{known_user(trained_artifacts)}/image-set", params={"classes": classes})
+    assert r.status_code == 422
+    assert "choose from" in r.json()["detail"]
+
+
 def test_same_request_gives_the_same_images(client, trained_artifacts):
     user = known_user(trained_artifacts)
     a = client.get(f"/v1/users/{user}/image-set?n=4").json()

@@ -130,3 +130,22 @@ def test_the_request_time_needs_the_client_clock_and_experiments_must_exist(trai
         assert r.status_code == 422 and "VITRINE_CLIENT_CLOCK" in r.json()["detail"]
         r = c.get(f"/v1/users/{user}/image-set", params={"experiment": "nope"})
         assert r.status_code == 404 and "no experiment named 'nope'" in r.json()["detail"]
+
+
+def test_the_class_filter_applies_to_the_popular_arm_too(client, trained_artifacts):
+    assert client.post("/v1/admin/experiments", json=EXPERIMENT, headers=ADMIN).status_code == 201
+    users = known_users(trained_artifacts, 30)
+    control = None
+    for u in users:
+        body = client.get(f"/v1/users/{u}/image-set", params={"n": 4, "at": DURING}).json()
+        if body["variant"] == "control":
+            control = (u, body)
+            break
+    assert control is not None, "none of 30 shoppers was assigned to control"
+    user, unfiltered = control
+    # keep only the class of the last popular photo: the filtered set must differ and hold only that class
+    wanted = unfiltered["images"][-1]["condition"]["class"]
+    body = client.get(f"/v1/users/{user}/image-set", params={"n": 4, "at": DURING, "classes": wanted}).json()
+    assert body["variant"] == "control"
+    assert [img["condition"]["class"] for img in body["images"]] == [wanted] * 4
+    assert all(it["attributes"]["class"] == wanted for img in body["images"] for it in img["nearest_items"][:1])
