@@ -251,6 +251,7 @@ def train_gan(
     stopped_early = False
     step = start_step
     running = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}
+    summed = 0  # steps in ``running``: after a resume between two records, fewer than log_every
     bar = tqdm(total=train_config.steps, initial=start_step, desc="GAN", unit="step", disable=not show_progress)
     t0 = time.perf_counter() - elapsed
     while step < train_config.steps:
@@ -281,17 +282,17 @@ def train_gan(
         running["loss_g"] += loss_g.item()
         running["d_real"] += d_real.mean().item()
         running["d_fake"] += d_fake.mean().item()
+        summed += 1
         bar.update(1)
         elapsed = time.perf_counter() - t0
         if step % train_config.log_every == 0 or step == train_config.steps:
-            k = train_config.log_every if step % train_config.log_every == 0 else step % train_config.log_every
             record = {
                 "step": step,
                 "seconds": round(elapsed, 2),
-                **{key: v / k for key, v in running.items()},
+                **{key: v / summed for key, v in running.items()},
             }
             history.append(record)
-            running = dict.fromkeys(running, 0.0)
+            running, summed = dict.fromkeys(running, 0.0), 0
             bar.set_postfix(loss_d=f"{record['loss_d']:.3f}", loss_g=f"{record['loss_g']:.3f}")
         if train_config.checkpoint_every and step % train_config.checkpoint_every == 0:
             ckpt(step)

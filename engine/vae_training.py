@@ -174,6 +174,7 @@ def train_vae(
     stopped_early = False
     step = start_step
     running = {"loss": 0.0, "nll": 0.0, "kl": 0.0}
+    summed = 0  # steps in ``running``: after a resume between two records, fewer than log_every
     total = None if train_config.max_seconds is not None else train_config.steps
     bar = tqdm(total=total, initial=start_step, desc="VAE", unit="step", disable=not show_progress)
     t0 = time.perf_counter() - elapsed
@@ -196,13 +197,13 @@ def train_vae(
         running["loss"] += loss.item()
         running["nll"] += nll.item()
         running["kl"] += kl.item()
+        summed += 1
         bar.update(1)
         elapsed = time.perf_counter() - t0
         if step % train_config.log_every == 0 or step == train_config.steps:
-            k = train_config.log_every if step % train_config.log_every == 0 else step % train_config.log_every
-            record = {"step": step, "seconds": round(elapsed, 2), **{key: v / k for key, v in running.items()}}
+            record = {"step": step, "seconds": round(elapsed, 2), **{key: v / summed for key, v in running.items()}}
             history.append(record)
-            running = dict.fromkeys(running, 0.0)
+            running, summed = dict.fromkeys(running, 0.0), 0
             bar.set_postfix(nll=f"{record['nll']:.1f}", kl=f"{record['kl']:.1f}")
         if train_config.checkpoint_every and step % train_config.checkpoint_every == 0:
             ckpt(step)
@@ -210,9 +211,8 @@ def train_vae(
             stopped_early = step < train_config.steps
             break
     bar.close()
-    if step % train_config.log_every and step < train_config.steps and step > start_step:  # a time-budget stop
-        k = step % train_config.log_every
-        history.append({"step": step, "seconds": round(elapsed, 2), **{key: v / k for key, v in running.items()}})
+    if summed and step < train_config.steps:  # a time-budget stop between two records
+        history.append({"step": step, "seconds": round(elapsed, 2), **{key: v / summed for key, v in running.items()}})
     ckpt(step)
     logger.info("trained VAE: %d steps in %.1fs%s", step, elapsed, " (time budget reached)" if stopped_early else "")
     return VAETrainingResult(vae=vae.eval(), steps=step, seconds=elapsed, history=history, stopped_early=stopped_early)
