@@ -9,6 +9,18 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Test tensors are tiny: one thread is as fast, and on a shared 2-core machine far steadier (a second
+    thread that waits for a busy core made a 1-second test take a minute)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory) -> Path:
     """A small demo store (real generator, small sizes), shared by the tests that need shop data."""

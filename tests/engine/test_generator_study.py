@@ -39,15 +39,6 @@ SIZE, GAP, COLUMNS = 32, 2, 8
 CLASSES = {"top": 50, "middle": 40, "bottom": 30}  # images per class, so the contact sheet's row order is known
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one thread, and a busy machine cannot make two threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bars_dataset() -> ImageDataset:
     """120 grey 32x32 images: a bright bar at the top, middle or bottom (the class) over faint noise.
     Every 5th image is held out (24 test, 96 training)."""

@@ -24,15 +24,6 @@ def colour_dataset(n: int = 64, size: int = 16, seed: int = 0) -> tuple[np.ndarr
     return images, labels[:, None]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one thread, and a busy machine cannot make two threads crawl."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cfg(**changes) -> VAEConfig:
     base = {
         "attribute_names": ("colour",),
