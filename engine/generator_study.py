@@ -288,6 +288,9 @@ def contact_sheet(
             sheet[y : y + size, x : x + size] = samples[k]
             sheet[y + size + gap : y + 2 * size + gap, x : x + size] = neighbours[k]
     img = Image.fromarray(sheet[..., 0] if channels == 1 else sheet)
+    if size < 64:  # small images (Fashion-MNIST's 32x32) are enlarged, pixel for pixel, to be seen
+        scale = 64 // size
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)

@@ -225,11 +225,12 @@ def test_contact_sheet_has_a_sample_row_and_a_neighbour_row_per_class(evaluated,
     run, _, _ = evaluated
     sheet = Image.open(run / "contact_sheet.png")
     assert sheet.mode == "L"  # grey images stay grey
-    assert sheet.size == (COLUMNS * (SIZE + GAP), len(CLASSES) * (2 * SIZE + 3 * GAP))
+    scale = 2  # 32x32 tiles are enlarged pixel for pixel to 64x64
+    assert sheet.size == (scale * COLUMNS * (SIZE + GAP), scale * len(CLASSES) * (2 * SIZE + 3 * GAP))
     # rows are the classes, most frequent first
     assert (run / "contact_sheet.rows.txt").read_text().splitlines()[1:] == ["top", "middle", "bottom"]
     # under each sample sits a real training image, copied exactly
-    pixels = np.asarray(sheet)
+    pixels = np.asarray(sheet)[::scale, ::scale]
     train = ds.images[~ds.is_test, ..., 0]
     for r in range(len(CLASSES)):
         y = r * (2 * SIZE + 3 * GAP) + SIZE + GAP
