@@ -6,19 +6,7 @@ import torch
 
 from engine.gan_training import GANTrainConfig, train_gan
 from models.gan import GANConfig
-
-PALETTE = np.array([[220, 30, 30], [30, 200, 40], [40, 60, 220]], dtype=np.uint8)
-
-
-def colour_dataset(n: int = 192, size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Each image is a square of its label's colour on a light background, at a random place."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n)
-    images = np.full((n, size, size, 3), 235, dtype=np.uint8)
-    for k, lab in enumerate(labels):
-        y0, x0 = rng.integers(0, size // 2, 2)
-        images[k, y0 : y0 + size // 2, x0 : x0 + size // 2] = PALETTE[lab]
-    return images, labels[:, None]
+from tests.engine.coloured_squares import PALETTE, colour_dataset
 
 
 def cfg() -> GANConfig:
@@ -36,7 +24,7 @@ def cfg() -> GANConfig:
 
 
 def test_trained_generator_draws_the_requested_colour():
-    images, labels = colour_dataset()
+    images, labels = colour_dataset(192)
     result = train_gan(
         images,
         labels,
