@@ -122,9 +122,11 @@ def popular_items(
     return [str(item_ids[r]) for r in chosen]
 
 
-def similar_items(personaliser: Personaliser, item_id: str, k: int) -> list[NearestItem]:
+def similar_items(
+    personaliser: Personaliser, item_id: str, k: int, *, classes: tuple[str, ...] | None = None
+) -> list[NearestItem]:
     """The item itself (similarity 1) then its k − 1 visually nearest catalogue items (FAISS, the vectors the
-    index already holds)."""
+    index already holds), of the allowed ``classes`` only when given."""
     retriever = personaliser.bundle.retriever
     rows = np.flatnonzero(retriever.item_ids == item_id)
     out = [_nearest(personaliser, item_id, 1.0)]
@@ -134,11 +136,16 @@ def similar_items(personaliser: Personaliser, item_id: str, k: int) -> list[Near
         vector = retriever.index.reconstruct(int(rows[0]))[None, :]
     except RuntimeError:  # an index without a direct map (IVF) cannot give a vector back
         return out + _same_condition(personaliser, item_id, k - 1)
-    sims, found = retriever.index.search(vector, min(k + 1, retriever.index.ntotal))
+    # a class filter discards neighbours, so look further (the index is exact or well calibrated either way)
+    depth = k + 1 if classes is None else 10 * (k + 1)
+    sims, found = retriever.index.search(vector, min(depth, retriever.index.ntotal))
     for s, r in zip(sims[0], found[0], strict=True):
         if r < 0 or str(retriever.item_ids[r]) == item_id:
             continue
-        out.append(_nearest(personaliser, str(retriever.item_ids[r]), float(s)))
+        near = _nearest(personaliser, str(retriever.item_ids[r]), float(s))
+        if classes is not None and near.attributes[personaliser.bundle.attributes[0]] not in classes:
+            continue
+        out.append(near)
         if len(out) == k:
             break
     return out
@@ -183,7 +190,7 @@ def popular_set(
                 slot=slot,
                 condition=item["attributes"],
                 score=item["popularity"] / total,
-                nearest=similar_items(personaliser, item_id, neighbours),
+                nearest=similar_items(personaliser, item_id, neighbours, classes=classes),
             )
         )
     return PopularSet(user_id=user_id, bundle_version=personaliser.version, images=images)
