@@ -225,8 +225,27 @@ def load_generator(directory: Path, *, name: str = "generator_ema", device: str 
     return g.to(device).eval()
 
 
+def freeze_spectral_norm(module: nn.Module) -> nn.Module:
+    """Fold every spectral normalisation into its weight (σ from the saved u and v, as in eval mode) and drop
+    the hooks, so the module holds plain parameters.
+
+    A discriminator loaded for serving is only evaluated, never trained; its hooks would recompute ``weight``
+    on every call and store it on the module, shared state that concurrent requests race on: a call under
+    ``torch.inference_mode`` could leave an inference tensor there just as another thread optimising a
+    latent code reads it for backward (seen under the load benchmark).
+    """
+    from torch.nn.utils.spectral_norm import SpectralNorm, remove_spectral_norm
+
+    for m in module.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, SpectralNorm):
+                remove_spectral_norm(m, hook.name)
+    return module
+
+
 def load_discriminator(directory: Path, *, device: str = "cpu") -> Discriminator:
+    """The discriminator for evaluation (realism scores), with its spectral norms folded in."""
     directory = Path(directory)
     d = Discriminator(load_config(directory))
     d.load_state_dict(load_file(str(directory / "discriminator.safetensors"), device=device), strict=True)
-    return d.to(device).eval()
+    return freeze_spectral_norm(d.eval()).to(device)

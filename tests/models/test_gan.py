@@ -73,3 +73,25 @@ def test_config_validation_says_what_is_wrong():
         GANConfig(attribute_names=("class",), cardinalities=(3,), image_size=48)
     with pytest.raises(ValueError, match="equal length"):
         GANConfig(attribute_names=("class", "colour"), cardinalities=(3,))
+
+
+def test_a_loaded_discriminator_has_plain_weights_and_scores_as_before(tmp_path):
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    cfg = tiny()
+    d = Discriminator(cfg).train()
+    x = torch.randn(4, 3, cfg.image_size, cfg.image_size)
+    y = torch.tensor([[0, 1], [1, 2], [2, 3], [0, 0]])
+    for _ in range(3):  # power iterations move u and v away from their initial values
+        d(x, y)
+    d.eval()
+    save_module(d, cfg, tmp_path, "discriminator")
+    loaded = load_discriminator(tmp_path)
+    hooks = [h for m in loaded.modules() for h in m._forward_pre_hooks.values()]
+    assert not any(isinstance(h, SpectralNorm) for h in hooks)  # no hook rewrites weights on each call
+    assert not any(name.endswith("weight_orig") for name, _ in loaded.named_parameters())
+    torch.testing.assert_close(loaded(x, y), d(x, y), rtol=1e-5, atol=1e-5)
+    # gradients reach the input (preference maximisation backpropagates through D into the latent code)
+    xg = x.clone().requires_grad_(True)
+    loaded(xg, y).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0
