@@ -39,7 +39,7 @@ from engine.vae_training import VAETrainConfig, train_vae
 from features.attributes import AttributeEncoder
 from features.image_datasets import ImageDataset, read_fashion_mnist, read_myntra, store_images
 from features.readers import read_store
-from models._io import config_to_dict
+from models._io import config_to_dict, write_json
 from models.classifier import AttributeClassifier, ClassifierConfig
 from models.gan import GANConfig, load_generator, save_module
 from models.vae import VAEConfig, load_vae, save_vae
@@ -171,7 +171,7 @@ def train_run(
         "history": result.history[-20:],
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "run.json").write_text(json.dumps(info, indent=2))
+    write_json(out / "run.json", info)  # atomically: a resumed run rewrites it
     logger.info(
         "trained %s on %s: %d steps in %.0fs (diffaugment %s); written to %s",
         model.upper(),
@@ -215,7 +215,7 @@ def judges(
 ) -> tuple[AttributeClassifier, AttributeClassifier, dict]:
     """The feature network and the independent judge, trained on the real training split (cached).
 
-    The cache is keyed by the dataset's size, rule and vocabulary; anything else retrains them.
+    The cache is keyed by the dataset's name, rule, size and the epochs; any change retrains them.
     """
     directory = Path(directory)
     key = {"dataset": ds.name, "rule": ds.rule, "images": len(ds.images), "epochs": epochs}
@@ -247,8 +247,7 @@ def judges(
         net.save(directory / name)
         nets[name] = net
         metrics[name] = m
-    directory.mkdir(parents=True, exist_ok=True)
-    meta_path.write_text(json.dumps({"key": key, "metrics": metrics}, indent=2))
+    write_json(meta_path, {"key": key, "metrics": metrics})
     return nets["features"], nets["judge"], metrics
 
 

@@ -223,8 +223,9 @@ class Storefront:
         with self._lock:
             images = self._popular.get(key)
         if images is None:
-            filters = {"classes": classes, "in_stock_only": in_stock_only}
-            images = popular_set(personaliser, user_id, n, neighbours=neighbours, **filters).images
+            images = popular_set(
+                personaliser, user_id, n, neighbours=neighbours, classes=classes, in_stock_only=in_stock_only
+            ).images
             with self._lock:
                 self._popular[key] = images
                 while len(self._popular) > self._cache_size:
@@ -309,11 +310,12 @@ class Storefront:
         in_stock_only: bool,
     ) -> ImageSet | PopularSet:
         strategy = exp.variant(variant).strategy
-        filters = {"classes": classes, "in_stock_only": in_stock_only}
         if strategy == "popular":
-            return self.popular(user_id, n, neighbours=neighbours, **filters)
+            return self.popular(user_id, n, neighbours=neighbours, classes=classes, in_stock_only=in_stock_only)
         if strategy == "personalised":
-            return self.serving.image_set(user_id, n, neighbours=neighbours, session_id=session_id, **filters)
+            return self.serving.image_set(
+                user_id, n, neighbours=neighbours, session_id=session_id, classes=classes, in_stock_only=in_stock_only
+            )
         raise ValueError(f"experiment {exp.name!r}, variant {variant!r}: the storefront cannot show {strategy!r}")
 
     def _record(
