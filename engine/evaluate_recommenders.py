@@ -32,7 +32,8 @@ from models.embeddings import EmbeddingConfig
 logger = logging.getLogger(__name__)
 
 
-def recommender_suite(item_groups, weighting: WeightingConfig, test_days: int, seed: int) -> list:
+def recommender_suite(catalogue, weighting: WeightingConfig, test_days: int, seed: int) -> list:
+    """The baselines and Vitrine's recommender; ``catalogue`` is indexed by item_id (group, attributes, price)."""
     recent = lambda: PopularityRecommender(window_days=1)  # noqa: E731 - a fresh fallback per model
     return [
         PopularityRecommender(),
@@ -46,7 +47,11 @@ def recommender_suite(item_groups, weighting: WeightingConfig, test_days: int, s
         ItemKNNRecommender("cosine", recent()),
         ItemKNNRecommender("bm25", recent()),
         RerankRecommender(
-            RerankerConfig(label_days=test_days), item_groups=item_groups, weighting=weighting, seed=seed
+            RerankerConfig(label_days=test_days),
+            item_groups=catalogue.get("group"),
+            item_attributes=catalogue,
+            weighting=weighting,
+            seed=seed,
         ),
     ]
 
@@ -66,10 +71,10 @@ def evaluate_recommenders(
     weighting = WeightingConfig(half_life_days=half_life_days)
     data = build_interactions(split.train, weighting)
     task = build_task(split.test, data.users.index_, data.items.index_)
-    groups = store.catalogue.set_index("item_id")["group"] if "group" in store.catalogue else None
+    catalogue = store.catalogue.set_index("item_id")
     results = {}
     for rec in tqdm(
-        recommender_suite(groups, weighting, test_days, seed), desc="recommenders", disable=not show_progress
+        recommender_suite(catalogue, weighting, test_days, seed), desc="recommenders", disable=not show_progress
     ):
         started = time.perf_counter()
         rec.fit(data)

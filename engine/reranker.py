@@ -5,25 +5,28 @@ Candidates for a shopper seen in training come from
   * item-kNN — BM25-weighted item-item neighbours of the shopper's items (implicit's BM25Recommender);
   * product family — other variants (``group``, e.g. H&M's product_code) of the shopper's items;
   * ALS — the shopper's top items by the implicit ALS model's score;
-  * recent best sellers — the last day's most bought items.
-Each (shopper, candidate) pair gets features from every source plus ALS's score, recency, popularity over
-several windows and the shopper's activity; a gradient-boosted ranker scores it: LightGBM's lambdarank
-(optimising NDCG over each shopper's candidates) by default, scikit-learn's HistGradientBoosting classifier
-as the ``binary`` option. The classifier is trained without touching the evaluation period: the
-sources are fitted on the training log minus its last ``label_days``, and the labels are the purchases in
-those days. For prediction, the sources are refitted on the whole training log. Shoppers unseen in
-training get the recent best sellers.
+  * recent best sellers — the last day's most bought items;
+  * class best sellers — the week's best sellers of the shopper's favourite classes (with item attributes).
+Each (shopper, candidate) pair gets features from every source plus ALS's score, recency, popularity, the
+shopper's activity and — when the catalogue has them — how much of the shopper's history shares the
+candidate's class, colour and pattern, and how its price compares with what the shopper pays. A bag of
+LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option). They are
+trained without touching the evaluation period: the sources are fitted on the training log minus its last
+``label_days``, and the labels are the purchases in those days, for several such windows. For prediction,
+the sources are refitted on the whole training log. Shoppers unseen in training get the recent best sellers.
+
+The sources weight events with their own recency half-life (``RerankerConfig.half_life_days``, 3 days):
+chosen on validation days cut from the H&M training week (2020-09-20 and -21), never on the test day.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.ensemble import HistGradientBoostingClassifier
 from threadpoolctl import threadpool_limits
 
 from engine.recommenders import Interactions, PopularityRecommender, build_interactions
@@ -46,7 +49,16 @@ FEATURES = (
     "knn_rank",
     "pop_1d",
     "own_purchases",
+    "user_days_since",
+    "user_items",
+    "price_gap",
+    "class_share",
+    "colour_share",
+    "pattern_share",
+    "class_colour_share",
+    "class_sales_rank",
 )
+ATTRIBUTE_COLUMNS = ("class", "colour", "pattern")
 
 
 def _group_max(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
@@ -72,15 +84,23 @@ class RerankerConfig:
     family_candidates: int = 20
     popular_candidates: int = 20
     als_candidates: int = 40
+    class_candidates: int = 10  # best sellers of each of the shopper's top classes
+    top_classes: int = 3
     max_train_users: int = 20_000
+    half_life_days: float | None = 3.0  # the sources' recency weighting (None: keep the caller's)
     embeddings: EmbeddingConfig = field(default_factory=lambda: EmbeddingConfig(factors=64, iterations=15))
-    model: str = "lambdarank"  # "lambdarank" (LightGBM, optimises NDCG per shopper) or "binary" (sklearn HGB)
+    model: str = "binary"  # LightGBM objective: "binary" (bought or not) or "lambdarank" (NDCG per shopper)
+    bag: int = 5  # models on row/feature subsamples, averaged
     max_iter: int = 200
     learning_rate: float = 0.05
+    num_leaves: int = 7  # small trees and large leaves: a week of logs gives a few thousand labelled shoppers
+    min_child_samples: int = 200
 
     def __post_init__(self) -> None:
         if self.model not in ("lambdarank", "binary"):
             raise ValueError(f"model must be 'lambdarank' or 'binary'; got {self.model!r}")
+        if self.bag < 1:
+            raise ValueError(f"bag must be >= 1; got {self.bag}")
         if self.label_days < 1 or min(self.knn_candidates, self.family_candidates, self.popular_candidates) < 0:
             raise ValueError("label_days must be >= 1 and candidate counts >= 0")
 
@@ -121,7 +141,14 @@ def _row_ranks(matrix: sp.csr_matrix) -> sp.csr_matrix:
 class _Sources:
     """Candidate sources and features, fitted on one training log."""
 
-    def __init__(self, data: Interactions, groups: np.ndarray | None, config: RerankerConfig, seed: int) -> None:
+    def __init__(
+        self,
+        data: Interactions,
+        groups: np.ndarray | None,
+        attributes: pd.DataFrame | None,
+        config: RerankerConfig,
+        seed: int,
+    ) -> None:
         from implicit.nearest_neighbours import BM25Recommender
 
         self.data = data
@@ -169,6 +196,73 @@ class _Sources:
         self.als = fit_embeddings(
             data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
         )
+        self._fit_attributes(attributes, n_items)
+
+    def _fit_attributes(self, attributes: pd.DataFrame | None, n_items: int) -> None:
+        """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price;
+        its sales rank within its class."""
+        self.codes: dict[str, np.ndarray] = {}
+        self.log_price = np.full(n_items, np.nan, np.float32)
+        self.class_rank = np.full(n_items, np.nan, np.float32)
+        if attributes is None:
+            return
+        cols = [c for c in ATTRIBUTE_COLUMNS if c in attributes]
+        if {"class", "colour"} <= set(cols):
+            attributes = attributes.assign(
+                class_colour=attributes["class"].astype(str) + "|" + attributes["colour"].astype(str)
+            )
+            cols.append("class_colour")
+        for col in cols:
+            values = attributes[col].where(attributes[col].notna() & (attributes[col].astype(str) != ""))
+            self.codes[col] = pd.factorize(values)[0]
+        if "price" in attributes:
+            price = pd.to_numeric(attributes["price"], errors="coerce").to_numpy(dtype=np.float64)
+            self.log_price = np.log(np.where(price > 0, price, np.nan)).astype(np.float32)
+        if "class" in self.codes:
+            sales = pd.Series(self.pop["pop_7d"] + 1e-3 * self.pop["pop_1d"])
+            self.class_rank = (
+                sales.groupby(self.codes["class"]).rank(ascending=False, method="first").to_numpy(np.float32)
+            )
+
+    def _onehot(self, col: str) -> sp.csr_matrix:
+        codes = self.codes[col]
+        known = np.flatnonzero(codes >= 0)
+        return sp.csr_matrix(
+            (np.ones(len(known), np.float32), (known, codes[known])), shape=(len(codes), max(codes.max() + 1, 1))
+        )
+
+    def _share(self, hist: sp.csr_matrix, col: str, pu: np.ndarray, pi: np.ndarray) -> np.ndarray:
+        """The share of each shopper's history strength that lies in the candidate's value of ``col``."""
+        if col not in self.codes:
+            return np.full(len(pu), np.nan, np.float32)
+        per_user = (hist @ self._onehot(col)).toarray()
+        per_user /= np.maximum(per_user.sum(axis=1, keepdims=True), 1e-12)
+        codes = self.codes[col][pi]
+        out = np.zeros(len(pu), np.float32)
+        ok = codes >= 0
+        out[ok] = per_user[pu[ok], codes[ok]]
+        return out
+
+    def _class_best_sellers(self, hist: sp.csr_matrix) -> sp.csr_matrix | None:
+        """Candidates: the week's best sellers of each shopper's ``top_classes`` classes."""
+        c = self.config
+        if "class" not in self.codes or not c.class_candidates:
+            return None
+        codes = self.codes["class"]
+        best = self.class_rank <= c.class_candidates
+        by_class = {k: np.flatnonzero(best & (codes == k)) for k in np.unique(codes[best & (codes >= 0)])}
+        share = (hist @ self._onehot("class")).toarray()
+        rows, cols = [], []
+        for r in range(share.shape[0]):
+            top = np.argsort(-share[r])[: c.top_classes]
+            for k in top[share[r, top] > 0]:
+                items = by_class.get(k, np.empty(0, np.int64))
+                rows.append(np.full(len(items), r))
+                cols.append(items)
+        if not rows:
+            return None
+        r_, c_ = np.concatenate(rows), np.concatenate(cols)
+        return sp.csr_matrix((np.ones(len(r_), np.float32), (r_, c_)), shape=hist.shape)
 
     def candidates(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pair user positions, pair item rows, (pairs, len(FEATURES)) features) for warm users."""
@@ -197,6 +291,9 @@ class _Sources:
             union = union + sp.csr_matrix(
                 (np.ones(top.size, np.float32), (np.repeat(np.arange(n), top.shape[1]), top.ravel())), shape=hist.shape
             )
+        best = self._class_best_sellers(hist)
+        if best is not None:
+            union = union + best
         union = union.tocoo()
         pu, pi = union.row, union.col
 
@@ -214,6 +311,17 @@ class _Sources:
         uvec = self.als.user_factors[user_rows[pu]]
         als = np.einsum("ij,ij->i", uvec, self.als.item_factors[pi])
         own = at(hist)
+        ages = self.own_age[user_rows].tocsr()
+        user_age = np.array(
+            [ages.data[s:e].min() if e > s else 999 for s, e in zip(ages.indptr[:-1], ages.indptr[1:], strict=True)]
+        )  # days since the shopper's last event
+        user_items = np.diff(hist.indptr).astype(np.float32)
+        # the shopper's strength-weighted mean log price, over the items whose price is known
+        priced = ~np.isnan(self.log_price)
+        w = hist @ sp.diags(priced.astype(np.float32))
+        user_price = np.asarray(w @ np.nan_to_num(self.log_price)).ravel() / np.maximum(
+            np.asarray(w.sum(axis=1)).ravel(), 1e-12
+        )
         own_rel = _relative(own, pu, n)
         knn_rel = _relative(at(knn_full), pu, n)
         fam_rel = _relative(at((hist @ self.family).tocsr()), pu, n) if self.family is not None else np.zeros(len(pu))
@@ -229,9 +337,31 @@ class _Sources:
                 knn_rank,
                 self.pop["pop_1d"][pi],
                 at(self.purchases[user_rows]),
+                user_age[pu],
+                user_items[pu],
+                self.log_price[pi] - user_price[pu],
+                self._share(hist, "class", pu, pi),
+                self._share(hist, "colour", pu, pi),
+                self._share(hist, "pattern", pu, pi),
+                self._share(hist, "class_colour", pu, pi),
+                self.class_rank[pi],
             ]
         ).astype(np.float32)
         return pu, pi, feats
+
+
+class _Bag:
+    """LightGBM models trained on different row and feature subsamples; their scores averaged."""
+
+    def __init__(self, models: list) -> None:
+        self.models = models
+
+    @property
+    def feature_importances_(self) -> np.ndarray:
+        return np.mean([m.feature_importances_ for m in self.models], axis=0)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([m.predict(x) for m in self.models], axis=0)
 
 
 class RerankRecommender:
@@ -244,12 +374,17 @@ class RerankRecommender:
         config: RerankerConfig | None = None,
         *,
         item_groups: pd.Series | None = None,
+        item_attributes: pd.DataFrame | None = None,
         weighting: WeightingConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.config = config or RerankerConfig()
         self.item_groups = item_groups  # item_id -> product family id ("" when unknown)
-        self.weighting = weighting or WeightingConfig()
+        self.item_attributes = item_attributes  # item_id -> class, colour, pattern, price (any may be missing)
+        weighting = weighting or WeightingConfig()
+        if self.config.half_life_days is not None:
+            weighting = replace(weighting, half_life_days=self.config.half_life_days)
+        self.weighting = weighting  # the caller's event-type weights, with the sources' own half-life
         self.seed = seed
 
     def _groups(self, data: Interactions) -> np.ndarray | None:
@@ -257,6 +392,14 @@ class RerankRecommender:
             return None
         g = self.item_groups.reindex(data.items.ids_).fillna("").astype(str).to_numpy()
         return g if (g != "").any() else None
+
+    def _attributes(self, data: Interactions) -> pd.DataFrame | None:
+        if self.item_attributes is None:
+            return None
+        return self.item_attributes.reindex(data.items.ids_)
+
+    def _sources(self, data: Interactions) -> _Sources:
+        return _Sources(data, self._groups(data), self._attributes(data), self.config, self.seed)
 
     def _window(self, events: pd.DataFrame, cut: pd.Timestamp, end: pd.Timestamp, rng: np.random.Generator):
         """Labelled pairs of one window: sources fitted before ``cut``, purchases in [cut, end) as labels."""
@@ -266,7 +409,7 @@ class RerankRecommender:
         if fit_ev.empty or label_ev.empty:
             return None
         fit_data = build_interactions(fit_ev, self.weighting)
-        src = _Sources(fit_data, self._groups(fit_data), self.config, self.seed)
+        src = self._sources(fit_data)
         users = fit_data.users.transform(label_ev["user_id"].unique())
         users = users[users >= 0]
         if len(users) > self.config.max_train_users:
@@ -296,10 +439,9 @@ class RerankRecommender:
                 parts.append(part)
         self.model_ = None
         if parts:
-            x = np.concatenate([p[0] for p in parts])
             y = np.concatenate([p[1] for p in parts])
             if y.any() and not y.all():
-                self.model_ = self._train(parts, x, y)
+                self.model_ = self._train(parts)
                 self.train_pairs_, self.train_positives_ = len(y), int(y.sum())
                 logger.info(
                     "re-ranker trained on %d pairs (%d positives) from %d windows", len(y), int(y.sum()), len(parts)
@@ -308,18 +450,17 @@ class RerankRecommender:
             logger.warning(
                 "re-ranker: no labelled pairs in the last %d days; ranking by the sources' sum", self.config.label_days
             )
-        self.sources_ = _Sources(data, self._groups(data), self.config, self.seed)
+        # the same events under the sources' own weighting: same shoppers and items, so the same rows
+        reweighted = build_interactions(events, self.weighting)
+        if not (
+            np.array_equal(reweighted.users.ids_, data.users.ids_)
+            and np.array_equal(reweighted.items.ids_, data.items.ids_)
+        ):
+            raise RuntimeError("re-weighting the training events changed the user or item rows")
+        self.sources_ = self._sources(reweighted)
         return self
 
-    def _train(self, parts: list, x: np.ndarray, y: np.ndarray):
-        if self.config.model == "binary":
-            return HistGradientBoostingClassifier(
-                max_iter=self.config.max_iter,
-                learning_rate=self.config.learning_rate,
-                random_state=self.seed,
-                early_stopping=False,
-                min_samples_leaf=50,
-            ).fit(x, y)
+    def _train(self, parts: list) -> _Bag:
         import lightgbm
 
         # one query per (window, shopper); queries without a purchase teach a ranker nothing
@@ -331,22 +472,29 @@ class RerankRecommender:
                     keep_x.append(xs)
                     keep_y.append(ys)
                     sizes.append(len(ys))
-        ranker = lightgbm.LGBMRanker(
-            objective="lambdarank",
-            n_estimators=self.config.max_iter,
-            learning_rate=self.config.learning_rate,
-            num_leaves=31,
-            min_child_samples=20,
-            random_state=self.seed,
-            n_jobs=2,
-            verbose=-1,
-        )
-        return ranker.fit(np.concatenate(keep_x), np.concatenate(keep_y).astype(int), group=sizes)
+        x, y = np.concatenate(keep_x), np.concatenate(keep_y).astype(int)
+        c = self.config
+        subsample = 0.8 if c.bag > 1 else 1.0
+        models = []
+        for b in range(c.bag):
+            model = lightgbm.LGBMRanker(
+                objective=c.model,
+                n_estimators=c.max_iter,
+                learning_rate=c.learning_rate,
+                num_leaves=c.num_leaves,
+                min_child_samples=c.min_child_samples,
+                subsample=subsample,
+                subsample_freq=1,
+                colsample_bytree=subsample,
+                random_state=self.seed + b,
+                n_jobs=2,
+                verbose=-1,
+            )
+            models.append(model.fit(x, y, group=sizes))  # the binary objective ignores the groups
+        return _Bag(models)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self.model_ is not None:
-            if self.config.model == "binary":
-                return self.model_.predict_proba(x)[:, 1]
             return self.model_.predict(x)
         # no labelled window (a very short log): the hand-made blend, ties broken by recent sales
         return x[:, FEATURES.index("blend")] + 1e-6 * x[:, FEATURES.index("pop_1d")]

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from engine.recommenders import build_interactions
 from engine.reranker import RerankerConfig, RerankRecommender
@@ -60,3 +61,69 @@ def test_unseen_shoppers_get_recent_best_sellers():
     rec = RerankRecommender(RerankerConfig(label_windows=1), item_groups=groups).fit(data)
     top = rec.recommend(np.array([-1, -1]), 3)
     assert (top[0] == top[1]).all() and (top[0] == rec.sources_.popular[:3]).all()
+
+
+def _attribute_log():
+    """Two shoppers and a six-item catalogue in two classes; every item bought once by someone else too."""
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [
+        ("A", "d1", 0),
+        ("A", "d2", 1),
+        ("A", "s1", 2),  # A: two dresses, one shoe
+        ("B", "s1", 0),
+        ("B", "s2", 1),  # B: shoes only
+        ("C", "d3", 0),
+        ("C", "d3", 1),
+        ("C", "d3", 2),
+        ("C", "s3", 2),  # d3 sells best among dresses
+    ]
+    df = pd.DataFrame(
+        [(u, i, "purchase", t0 + pd.Timedelta(days=d)) for u, i, d in rows],
+        columns=["user_id", "item_id", "event_type", "timestamp"],
+    )
+    df["session_id"] = df["user_id"]
+    attrs = pd.DataFrame(
+        {
+            "class": ["dress", "dress", "dress", "shoe", "shoe", "shoe"],
+            "colour": ["red", "blue", "red", "black", "black", "white"],
+            "price": [10.0, 20.0, 40.0, 30.0, 30.0, 30.0],
+        },
+        index=pd.Index(["d1", "d2", "d3", "s1", "s2", "s3"], name="item_id"),
+    )
+    return df, attrs
+
+
+def test_attribute_features_and_class_best_sellers():
+    from engine.reranker import FEATURES, _Sources
+
+    df, attrs = _attribute_log()
+    data = build_interactions(df, WeightingConfig(half_life_days=None))
+    config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=0, als_candidates=0)
+    src = _Sources(data, None, attrs.reindex(data.items.ids_), config, seed=0)
+    a = data.users.transform(["A"])
+    _, pi, x = src.candidates(a)
+    items = list(data.items.ids_[pi])
+    # own items plus the best-selling dress (d3) and shoes of A's two classes: class_candidates=10 takes all
+    assert set(items) == {"d1", "d2", "d3", "s1", "s2", "s3"}
+    feat = dict(zip(items, x, strict=True))
+    share = FEATURES.index("class_share")
+    assert feat["d3"][share] == pytest.approx(2 / 3) and feat["s3"][share] == pytest.approx(1 / 3)
+    colour = FEATURES.index("colour_share")
+    assert feat["d3"][colour] == pytest.approx(1 / 3)  # one of A's three items is red
+    # A's mean log price is log of the geometric mean of 10, 20 and 30
+    gap = FEATURES.index("price_gap")
+    assert feat["d3"][gap] == pytest.approx(np.log(40.0) - np.log(10.0 * 20.0 * 30.0) / 3, rel=1e-5)
+    rank = FEATURES.index("class_sales_rank")
+    assert feat["d3"][rank] == 1.0  # the best-selling dress
+
+
+def test_without_attributes_the_attribute_features_are_missing_not_wrong():
+    from engine.reranker import FEATURES, _Sources
+
+    df, _ = _attribute_log()
+    data = build_interactions(df, WeightingConfig())
+    src = _Sources(data, None, None, RerankerConfig(als_candidates=0), seed=0)
+    _, _, x = src.candidates(data.users.transform(["A", "B"]))
+    for name in ("class_share", "colour_share", "price_gap", "class_sales_rank"):
+        col = x[:, FEATURES.index(name)]
+        assert np.isnan(col).all(), name
