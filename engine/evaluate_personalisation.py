@@ -252,7 +252,7 @@ def grounded_recall(
     sample = rng.choice(warm, min(users, len(warm)), replace=False)
     emb = personaliser.bundle.embeddings
     rows = {"grounded": [], "grounded_conditioning_only": [], "top_k": [], "top_k_with_image": []}
-    sizes = []
+    sizes, likeness = [], []
     with_image = np.zeros(len(emb.item_ids), dtype=bool)
     rows_img = emb.item_indices(list(personaliser.bundle.retriever.item_ids))
     with_image[rows_img[rows_img >= 0]] = True
@@ -262,6 +262,8 @@ def grounded_recall(
         for name, opt in (("grounded", None), ("grounded_conditioning_only", False)):
             s = personaliser.image_set(str(user), n, neighbours=neighbours, optimise=opt)
             got[name] = list(dict.fromkeys(it.item_id for img in s.images for it in img.nearest))
+            if name == "grounded":
+                likeness.append(np.mean([it.similarity for img in s.images for it in img.nearest]))
         k = len(got["grounded"])
         sizes.append(k)
         vec = personaliser.user_vector(str(user))
@@ -275,7 +277,20 @@ def grounded_recall(
     out["users"] = len(sample)
     out["mean_k"] = float(np.mean(sizes))
     out["ratio_to_top_k"] = out["grounded"] / out["top_k"] if out["top_k"] > 0 else float("nan")
+    out["ratio_ci95"] = _paired_ratio_ci(np.array(rows["grounded"]), np.array(rows["top_k"]), seed=seed)
+    out["mean_item_similarity"] = float(np.mean(likeness))  # cosine, image features of image and its items
     return out
+
+
+def _paired_ratio_ci(a: np.ndarray, b: np.ndarray, *, seed: int, draws: int = 2000) -> list[float]:
+    """95% bootstrap interval of mean(a) / mean(b), resampling shoppers (each keeps their own pair)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (draws, len(a)))
+    den = b[idx].mean(axis=1)
+    ratios = a[idx].mean(axis=1)[den > 0] / den[den > 0]
+    if len(ratios) == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
 def evaluate_personalisation(
@@ -402,6 +417,7 @@ def render(report: dict) -> str:
     lines.append(
         f"  recall: grounded {g['grounded']:.4f} · grounded, conditioning only {g['grounded_conditioning_only']:.4f} "
         f"· top-K {g['top_k']:.4f} · top-K of items with images {g['top_k_with_image']:.4f}  →  "
-        f"{g['ratio_to_top_k']:.2f}× top-K (goal ≥ 0.90×)"
+        f"{g['ratio_to_top_k']:.2f}× top-K [95% CI {g['ratio_ci95'][0]:.2f}, {g['ratio_ci95'][1]:.2f}] (goal ≥ 0.90×)"
     )
+    lines.append(f"  mean cosine similarity of an image and its grounded items: {g['mean_item_similarity']:.3f}")
     return "\n".join(lines)

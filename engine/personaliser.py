@@ -27,9 +27,10 @@ With a visual encoder in the bundle (``models.visual``) and a shopper vector u, 
     feature distance ``min_distance`` (relaxed only when the pool cannot meet it; the set reports the smallest
     distance it has). By default the n are chosen on the seeded candidates and only they are optimised
     (half the cost); ``optimise_pool`` optimises every candidate first;
-4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) that pass the catalogue filters (in
-    stock, class allowed), of which the k the shopper scores highest (u · v, or u · f(image) for items
-    without interactions) are kept, listed by similarity.
+4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) of each image that pass the catalogue
+    filters (in stock, class allowed); the shopper's score (u · v, or u · f(image) calibrated to the factors'
+    scale for items without interactions) picks k per image, each item used once per set and given to the
+    image it resembles most; they are listed by similarity.
 Sets are cached per (shopper, session state, n, neighbours, filters) for the life of the bundle.
 """
 
@@ -80,9 +81,16 @@ class PersonaliserConfig:
     # set construction and grounding
     mmr_lambda: float = 0.7  # MMR: weight of relevance against redundancy
     min_distance: float = 0.05  # minimum pairwise cosine distance of the set's image features
-    # nearest items considered per kept item, for the shopper re-ranking. Demo store, last day held out, 100
-    # shoppers: 3 → grounded-item recall 0.54× plain top-K at equal K; 10 → 0.94×; 30 → 0.96× (less similar items)
-    grounding_pool: int = 10
+    # nearest items considered per kept item, for the shopper re-ranking: relevance against visual likeness.
+    # Demo store, last 7 days held out, 800 shoppers, sets of 8 × 4 items, distinct items, calibrated cold
+    # scores: pool 10 → grounded-item recall 0.70× plain top-K [95% CI 0.64, 0.77], mean image–item cosine
+    # 0.956; 40 → 0.89× [0.84, 0.94]; 60 → 0.94× [0.90, 0.99], cosine 0.919; 100 → 0.96×, 0.907 (nearest
+    # items alone: 0.28×, 0.980)
+    grounding_pool: int = 60
+    # True: the items of one set are distinct, handed out best shopper score first over all the set's pools,
+    # each to the image it resembles most, so a set of n images leads to n·k different items; False: each
+    # image keeps its own best k
+    distinct_grounding: bool = True
 
     def __post_init__(self) -> None:
         if min(self.top_items, self.max_set_size, self.max_neighbours, self.cache_size, self.set_cache_size) < 1:
@@ -139,6 +147,53 @@ class ImageSet:
 
 class UnknownImage(LookupError):
     """An image id that this bundle cannot render (malformed, or from another bundle)."""
+
+
+def cold_calibration(
+    user_factors: np.ndarray, item_factors: np.ndarray, visual_vectors: np.ndarray, *, users: int = 512, seed: int = 0
+) -> tuple[float, float]:
+    """(a, b) so that a · (u · f(image)) + b estimates u · v, fitted by least squares over the items that have both
+    factors v and an image vector f(image), for a sample of shoppers u. Raw u · f(image) is on its own scale
+    (on the demo store it put cold items, which no held-out shopper bought, in 12% of the grounded slots); the
+    fit maps it to the factors' scale and shrinks it by how well it predicts them."""
+    if len(item_factors) < 2 or len(user_factors) == 0:
+        return 1.0, 0.0
+    rng = np.random.default_rng(seed)
+    u = user_factors[rng.choice(len(user_factors), min(users, len(user_factors)), replace=False)]
+    x = (u @ visual_vectors.T).ravel().astype(np.float64)
+    y = (u @ item_factors.T).ravel().astype(np.float64)
+    var = x.var()
+    if not np.isfinite(var) or var <= 1e-12:
+        return 0.0, float(y.mean())
+    slope = float(((x - x.mean()) * (y - y.mean())).mean() / var)
+    return slope, float(y.mean() - slope * x.mean())
+
+
+def _distinct_picks(
+    scores: list[np.ndarray], similarities: list[np.ndarray], items: list[np.ndarray], k: int
+) -> list[np.ndarray]:
+    """Per pool, the positions of up to k items. All pools' (pool, item) pairs are taken best shopper score
+    first, an item going to the pool (image) it is most similar to among those with room; a pool left short
+    then takes its best remaining items, shared or not."""
+    if not scores:
+        return []
+    pool_of = np.concatenate([np.full(len(s), p) for p, s in enumerate(scores)])
+    pos = np.concatenate([np.arange(len(s)) for s in scores])
+    flat_items = np.concatenate(items)
+    order = np.lexsort((-np.concatenate(similarities), -np.concatenate(scores)))
+    taken: set[int] = set()
+    picks: list[list[int]] = [[] for _ in scores]
+    for j in order:
+        p, item = int(pool_of[j]), int(flat_items[j])
+        if len(picks[p]) < k and item not in taken:
+            picks[p].append(int(pos[j]))
+            taken.add(item)
+    for p, s in enumerate(scores):
+        want = min(k, len(s))
+        if len(picks[p]) < want:
+            rest = [int(i) for i in np.argsort(-s, kind="stable") if int(i) not in picks[p]]
+            picks[p].extend(rest[: want - len(picks[p])])
+    return [np.asarray(pk, dtype=np.int64) for pk in picks]
 
 
 def stable_seed(*parts: object) -> int:
@@ -215,24 +270,29 @@ class Personaliser:
         cat = bundle.catalogue
         in_stock = cat["in_stock"].to_numpy(dtype=bool) if "in_stock" in cat.columns else np.ones(len(cat), bool)
         self._index_in_stock = in_stock[indexed] if len(indexed) else np.empty(0, dtype=bool)
-        self._index_vectors = self._item_space_vectors(bundle)
+        self._index_vectors, self._index_offsets = self._item_space_vectors(bundle)
         self.visual = bundle.visual
         if self.visual is not None and bundle.discriminator is not None:
             for module in (bundle.generator, bundle.discriminator, bundle.classifier, self.visual.encoder):
                 module.requires_grad_(False)  # gradients flow to the latent codes only
 
     @staticmethod
-    def _item_space_vectors(bundle: Bundle) -> np.ndarray | None:
-        """(n_indexed, d) item-space vector of every indexed item: its factors, or f(image) when it has none."""
+    def _item_space_vectors(bundle: Bundle) -> tuple[np.ndarray, np.ndarray]:
+        """Per indexed item, a (d,) item-space vector and a score offset, so that u · vector + offset is the
+        shopper's score: its factors (offset 0), or, for an item without interactions, f(image) calibrated to
+        the factors' scale (``cold_calibration``). Without a visual encoder such items score 0 (neutral)."""
         emb = bundle.embeddings
         rows = emb.item_indices(list(bundle.retriever.item_ids))
+        warm = rows >= 0
         vectors = np.zeros((len(rows), emb.dim), dtype=np.float32)
-        vectors[rows >= 0] = emb.item_factors[rows[rows >= 0]]
-        if bundle.visual is not None:
-            vectors[rows < 0] = bundle.visual.item_vectors[rows < 0]
-        elif (rows < 0).any():
-            return vectors  # zeros: items without interactions are neutral for the re-ranking
-        return vectors
+        offsets = np.zeros(len(rows), dtype=np.float32)
+        vectors[warm] = emb.item_factors[rows[warm]]
+        if bundle.visual is not None and (~warm).any():
+            visual = np.asarray(bundle.visual.item_vectors, dtype=np.float32)
+            slope, intercept = cold_calibration(emb.user_factors, emb.item_factors[rows[warm]], visual[warm])
+            vectors[~warm] = slope * visual[~warm]
+            offsets[~warm] = intercept
+        return vectors, offsets
 
     @property
     def optimises(self) -> bool:
@@ -495,12 +555,15 @@ class Personaliser:
         user_vector: np.ndarray | None = None,
         classes: tuple[str, ...] | None = None,
         in_stock_only: bool = True,
+        distinct: bool = False,
     ) -> list[list[NearestItem]]:
         """The k nearest catalogue items of each image by image features, after the catalogue filters.
 
         With a shopper vector, the ``grounding_pool``·k nearest that pass the filters are re-ranked by the
         shopper's score (u · v; u · f(image) for items without interactions) and the best k kept; they are
-        listed by similarity, most similar first.
+        listed by similarity, most similar first. ``distinct`` (with a shopper vector) keeps the images' items
+        apart: (image, item) pairs of all pools are taken best shopper score first, each item by one image
+        only, until every image has k; an image whose pool runs dry keeps its best items even if shared.
         """
         feats = self.bundle.classifier.features(images).numpy() if features is None else features
         retriever = self.bundle.retriever
@@ -521,16 +584,24 @@ class Personaliser:
                 break
             search = min(retriever.index.ntotal, search * 4)
         shopper = None
-        if user_vector is not None and self._index_vectors is not None:
-            shopper = self._index_vectors @ np.asarray(user_vector, dtype=np.float32)
-        out = []
+        if user_vector is not None:
+            shopper = self._index_vectors @ np.asarray(user_vector, dtype=np.float32) + self._index_offsets
+        pools = []
         for srow, irow in zip(sims, rows, strict=True):
             ok = (irow >= 0) & keep[np.maximum(irow, 0)]
-            srow, irow = srow[ok][:want], irow[ok][:want]
-            if shopper is not None:
-                best = np.argsort(-shopper[irow], kind="stable")[:k]
-                best = np.sort(best)  # back in similarity order
-                srow, irow = srow[best], irow[best]
+            pools.append((srow[ok][:want], irow[ok][:want]))
+        if shopper is None:
+            picks = [np.arange(min(k, len(irow))) for _, irow in pools]
+        elif distinct:
+            picks = _distinct_picks(
+                [shopper[irow] for _, irow in pools], [srow for srow, _ in pools], [irow for _, irow in pools], k
+            )
+        else:
+            picks = [np.argsort(-shopper[irow], kind="stable")[:k] for _, irow in pools]
+        out = []
+        for (srow, irow), pick in zip(pools, picks, strict=True):
+            pick = np.sort(pick)  # in similarity order
+            srow, irow = srow[pick], irow[pick]
             items = []
             for s, r in zip(srow[:k], irow[:k], strict=True):
                 item_id = str(retriever.item_ids[r])
@@ -633,7 +704,13 @@ class Personaliser:
         sub = unit @ unit.T
         min_dist = float(1.0 - sub[~np.eye(n, dtype=bool)].max()) if n > 1 else float("nan")
         nearest = self.nearest_items(
-            None, neighbours, features=unit, user_vector=vector, classes=allowed, in_stock_only=in_stock_only
+            None,
+            neighbours,
+            features=unit,
+            user_vector=vector,
+            classes=allowed,
+            in_stock_only=in_stock_only,
+            distinct=self.config.distinct_grounding,
         )
         pixels = to_uint8(images)
         out = []

@@ -77,3 +77,56 @@ def test_nearest_items_of_a_catalogue_photo_start_with_itself(personaliser):
 def test_render_refuses_ids_of_other_bundles(personaliser):
     with pytest.raises(UnknownImage, match="no longer serves"):
         personaliser.render_png("20000101T000000Z-abcdef_0.0.0_0000000000000001")
+
+
+def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
+    from engine.personaliser import _distinct_picks
+
+    # two images whose pools share items 7 and 8; the shopper likes 7 best, then 8, then 1, then 2
+    items = [np.array([7, 8, 1]), np.array([8, 7, 2])]
+    sims = [np.array([0.9, 0.5, 0.4]), np.array([0.95, 0.6, 0.3])]
+    score = {7: 4.0, 8: 3.0, 1: 2.0, 2: 1.0}
+    scores = [np.array([score[i] for i in row]) for row in items]
+    picks = _distinct_picks(scores, sims, items, 2)
+    got = [sorted(items[p][pk].tolist()) for p, pk in enumerate(picks)]
+    # 7 goes to image 0 (0.9 > 0.6), 8 to image 1 (0.95 > 0.5); each then takes its best own item
+    assert got == [[1, 7], [2, 8]]
+    flat = [i for g in got for i in g]
+    assert len(flat) == len(set(flat))
+
+
+def test_distinct_picks_fall_back_to_shared_items_when_a_pool_runs_dry():
+    from engine.personaliser import _distinct_picks
+
+    items = [np.array([5, 6]), np.array([5, 6])]
+    scores = [np.array([2.0, 1.0]), np.array([2.0, 1.0])]
+    sims = [np.array([0.9, 0.8]), np.array([0.1, 0.2])]
+    picks = _distinct_picks(scores, sims, items, 2)
+    assert sorted(items[0][picks[0]].tolist()) == [5, 6]  # image 0 resembles both more: takes both
+    assert sorted(items[1][picks[1]].tolist()) == [5, 6]  # image 1 is left short, so it shares them
+
+
+def test_cold_calibration_recovers_the_factor_scale():
+    from engine.personaliser import cold_calibration
+
+    rng = np.random.default_rng(0)
+    users = rng.normal(size=(300, 8))
+    factors = rng.normal(size=(50, 8))
+    # image vectors that predict the factors at 3× their scale, plus noise: the fit maps them back
+    visual = 3.0 * factors + 0.3 * rng.normal(size=factors.shape)
+    slope, intercept = cold_calibration(users, factors, visual)
+    assert slope == pytest.approx(1 / 3, rel=0.05)
+    assert abs(intercept) < 0.05
+    # image vectors that say nothing about the factors get a slope near 0: cold items score near the mean
+    slope0, _ = cold_calibration(users, factors, rng.normal(size=factors.shape))
+    assert abs(slope0) < 0.05
+
+
+def test_a_shoppers_set_leads_to_distinct_items(personaliser):
+    user = personaliser.bundle.embeddings.user_ids[3]
+    s = personaliser.image_set(user, 4, neighbours=3)
+    items = [it.item_id for img in s.images for it in img.nearest]
+    assert len(items) == 12 and len(set(items)) == 12
+    for img in s.images:  # each image's items are listed most similar first
+        sims = [it.similarity for it in img.nearest]
+        assert sims == sorted(sims, reverse=True)
