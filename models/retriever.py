@@ -155,6 +155,12 @@ class FaissRetriever:
             raise ValueError("k must be >= 1")
         return self.index.search(self._prepare(queries), min(k, self.index.ntotal))
 
+    def stored_vectors(self) -> np.ndarray:
+        """(n_items, d): every item's vector as stored (prepared: unit length for cosine)."""
+        if isinstance(self.index, faiss.IndexIVF) and not self.index.direct_map.type:
+            self.index.make_direct_map()
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
     def save(self, directory: Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

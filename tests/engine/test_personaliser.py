@@ -130,3 +130,29 @@ def test_a_shoppers_set_leads_to_distinct_items(personaliser):
     for img in s.images:  # each image's items are listed most similar first
         sims = [it.similarity for it in img.nearest]
         assert sims == sorted(sims, reverse=True)
+
+
+def test_condition_grounding_brings_the_shoppers_items_of_the_images_class(personaliser):
+    bundle = personaliser.bundle
+    feats = personaliser._index_features
+    classes = personaliser._index_class
+    a, b = np.unique(classes)[:2]
+    photo = int(np.flatnonzero(classes == a)[0])  # an image that looks like a class-a item ...
+    condition = personaliser._index_codes[int(np.flatnonzero(classes == b)[0])]  # ... generated as class b
+    vector = bundle.embeddings.user_factors[0]
+    shopper = personaliser._index_vectors @ vector + personaliser._index_offsets
+    pool = (np.array([1.0], np.float32), np.array([photo]))
+    keep = np.ones(len(classes), bool)
+    sims, rows = personaliser._with_condition_items(pool, feats[photo], condition, keep, shopper, want=5)
+    added = rows[rows != photo]
+    in_b = np.flatnonzero(classes == b)
+    best_b = in_b[np.argsort(-shopper[in_b])[:5]]
+    assert set(added) == set(best_b)  # the shopper's five best class-b items, wherever they lie
+    assert np.allclose(sims[rows == added[0]], feats[added[0]] @ feats[photo], atol=1e-5)
+    assert (np.diff(sims) <= 1e-6).all()  # still in similarity order
+    # through nearest_items: the pool only grows, so the kept items are at least as liked
+    plain = personaliser.nearest_items(None, 3, features=feats[photo][None], user_vector=vector)[0]
+    grounded = personaliser.nearest_items(
+        None, 3, features=feats[photo][None], user_vector=vector, conditions=condition[None]
+    )[0]
+    assert min(it.shopper_score for it in grounded) >= min(it.shopper_score for it in plain) - 1e-6
