@@ -27,11 +27,12 @@ With a visual encoder in the bundle (``models.visual``) and a shopper vector u, 
     feature distance ``min_distance`` (relaxed only when the pool cannot meet it; the set reports the smallest
     distance it has). By default the n are chosen on the seeded candidates and only they are optimised
     (half the cost); ``optimise_pool`` optimises every candidate first;
-4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) of each image that pass the catalogue
-    filters (in stock, class allowed), plus the shopper's best items of the image's class (``condition_grounding``:
-    what the image was generated to show, found by attribute rather than by pixels); the shopper's score (u · v, or u · f(image) calibrated to the factors'
-    scale for items without interactions) picks k per image, each item used once per set and given to the
-    image it resembles most; they are listed by similarity.
+4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) of each image that pass the
+    catalogue filters (in stock, class allowed), plus the shopper's best items of the image's class
+    (``condition_grounding``: what the image was generated to show, found by attribute rather than by
+    pixels); the shopper's score (u · v, or u · f(image) calibrated to the factors' scale for items without
+    interactions) picks k per image, each item used once per set and given to the image it resembles most;
+    they are listed by similarity.
 Sets are cached per (shopper, session state, n, neighbours, filters) for the life of the bundle.
 """
 
@@ -84,9 +85,9 @@ class PersonaliserConfig:
     min_distance: float = 0.05  # minimum pairwise cosine distance of the set's image features
     # nearest items considered per kept item, for the shopper re-ranking: relevance against visual likeness.
     # Demo store, last 7 days held out, 800 shoppers, sets of 8 × 4 items, distinct items, calibrated cold
-    # scores, FAISS neighbours only: pool 10 → grounded-item recall 0.70× plain top-K [95% CI 0.64, 0.77], mean image–item cosine
-    # 0.956; 40 → 0.89× [0.84, 0.94]; 60 → 0.94× [0.90, 0.99], cosine 0.919; 100 → 0.96×, 0.907 (nearest
-    # items alone: 0.28×, 0.980)
+    # scores, FAISS neighbours only: pool 10 → grounded-item recall 0.70× plain top-K [95% CI 0.64, 0.77],
+    # mean image–item cosine 0.956; 40 → 0.89× [0.84, 0.94]; 60 → 0.94× [0.90, 0.99], cosine 0.919;
+    # 100 → 0.96×, 0.907 (nearest items alone: 0.28×, 0.980)
     grounding_pool: int = 60
     # True: the items of one set are distinct, handed out best shopper score first over all the set's pools,
     # each to the image it resembles most, so a set of n images leads to n·k different items; False: each
@@ -832,7 +833,10 @@ class Personaliser:
         if pref is not None and pref0 is not None:
             why += f" Its look was tuned to your visual taste (preference score {pref0:.2f} → {pref:.2f})."
         if nearest:
-            why += " Real items like it: " + ", ".join(it.item_id for it in nearest) + "."
+            basis = "that look like it or share its class" if self.config.condition_grounding else "that look like it"
+            why += (
+                f" Real items {basis}, the ones you would like most: " + ", ".join(it.item_id for it in nearest) + "."
+            )
         return why
 
     def item_image_path(self, item_id: str) -> Path | None:
