@@ -288,6 +288,15 @@ class Personaliser:
             ],
             dtype=np.int64,
         )
+        # indexed rows per value of the matched attributes, so a pool costs the size of its class, not the catalogue's
+        self._condition_rows: dict[tuple[int, ...], np.ndarray] = {}
+        matched = self._index_codes[:, self._condition_match_columns]
+        if matched.size:
+            keys, inverse = np.unique(matched, axis=0, return_inverse=True)
+            order = np.argsort(inverse.ravel(), kind="stable")
+            bounds = np.cumsum(np.bincount(inverse.ravel(), minlength=len(keys)))[:-1]
+            for key, rows in zip(keys, np.split(order, bounds), strict=True):
+                self._condition_rows[tuple(int(v) for v in key)] = rows
         # the retriever's vectors, for the similarity of condition-matched items (n_indexed × feature_dim floats)
         self._index_features = bundle.retriever.stored_vectors() if self.config.condition_grounding else None
         self._index_vectors, self._index_offsets = self._item_space_vectors(bundle)
@@ -324,8 +333,9 @@ class Personaliser:
         want: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The pool plus the shopper's best ``want`` items of the image's condition, with their similarity."""
-        cols = self._condition_match_columns
-        same = np.flatnonzero(keep & (self._index_codes[:, cols] == condition[cols]).all(axis=1))
+        key = tuple(int(v) for v in condition[self._condition_match_columns])
+        same = self._condition_rows.get(key, np.empty(0, dtype=np.int64))
+        same = same[keep[same]]
         same = same[~np.isin(same, pool[1])]
         if len(same) == 0:
             return pool
