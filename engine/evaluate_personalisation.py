@@ -422,7 +422,7 @@ def render(report: dict) -> str:
     lines.append(
         f"  recall: grounded {g['grounded']:.4f} · grounded, conditioning only {g['grounded_conditioning_only']:.4f} "
         f"· top-K {g['top_k']:.4f} · top-K of items with images {g['top_k_with_image']:.4f}  →  "
-        f"{g['ratio_to_top_k']:.2f}× top-K [95% CI {g['ratio_ci95'][0]:.2f}, {g['ratio_ci95'][1]:.2f}] (goal ≥ 0.90×)"
+        f"{g['ratio_to_top_k']:.3f}× top-K [95% CI {g['ratio_ci95'][0]:.2f}, {g['ratio_ci95'][1]:.2f}] (goal ≥ 0.90×)"
     )
     lines.append(f"  mean cosine similarity of an image and its grounded items: {g['mean_item_similarity']:.3f}")
     return "\n".join(lines)

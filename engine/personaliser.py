@@ -65,7 +65,11 @@ IMAGE_ID_RE = re.compile(
 
 @dataclass(frozen=True, kw_only=True)
 class PersonaliserConfig:
-    top_items: int = 100
+    # the shopper's top items that shape the condition distribution. 32 (= a set of 8 × 4 grounded items)
+    # against 100, same bundles: hidden-taste match 4.50× popular against 4.04× (demo, 800 shoppers);
+    # grounded recall on H&M 0.895× top-K against 0.852× (400 shoppers); the same preference lift in
+    # standard deviations (0.108 σ against 0.107 σ at λ = 1; +18.9% against +24.0% of a higher mean)
+    top_items: int = 32
     max_set_size: int = 32
     max_neighbours: int = 20
     cache_size: int = 4096
