@@ -330,13 +330,14 @@ class Personaliser:
     def _with_condition_items(
         self,
         pool: tuple[np.ndarray, np.ndarray],
-        feature: np.ndarray,
+        query: np.ndarray,
         condition: np.ndarray,
         keep: np.ndarray,
         shopper: np.ndarray,
         want: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The pool plus the shopper's best ``want`` items of the image's condition, with their similarity."""
+        """The pool plus the shopper's best ``want`` items of the image's condition, with their similarity to
+        ``query`` (the image's feature as the retriever prepares it)."""
         key = tuple(int(v) for v in condition[self._condition_match_columns])
         same = self._condition_rows.get(key, np.empty(0, dtype=np.int64))
         same = same[keep[same]]
@@ -345,7 +346,6 @@ class Personaliser:
             return pool
         if len(same) > want:
             same = same[np.argpartition(-shopper[same], want - 1)[:want]]
-        query = self.bundle.retriever._prepare(feature[None])[0]
         sims = self._index_features[same] @ query
         srow, irow = np.concatenate([pool[0], sims]), np.concatenate([pool[1], same])
         order = np.argsort(-srow, kind="stable")
@@ -657,9 +657,10 @@ class Personaliser:
             and self._index_features is not None
             and len(self._condition_match_columns)
         ):
+            queries = retriever.prepare(feats)
             pools = [
-                self._with_condition_items(pool, feat, cond, keep, shopper, want)
-                for pool, feat, cond in zip(pools, feats, conditions, strict=True)
+                self._with_condition_items(pool, query, cond, keep, shopper, want)
+                for pool, query, cond in zip(pools, queries, conditions, strict=True)
             ]
         if shopper is None:
             picks = [np.arange(min(k, len(irow))) for _, irow in pools]

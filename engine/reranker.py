@@ -202,6 +202,7 @@ class _Sources:
         """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price;
         its sales rank within its class."""
         self.codes: dict[str, np.ndarray] = {}
+        self.onehots: dict[str, sp.csr_matrix] = {}  # (items, values) per attribute
         self.log_price = np.full(n_items, np.nan, np.float32)
         self.class_rank = np.full(n_items, np.nan, np.float32)
         if attributes is None:
@@ -214,7 +215,12 @@ class _Sources:
             cols.append("class_colour")
         for col in cols:
             values = attributes[col].where(attributes[col].notna() & (attributes[col].astype(str) != ""))
-            self.codes[col] = pd.factorize(values)[0]
+            codes = pd.factorize(values)[0]
+            known = np.flatnonzero(codes >= 0)
+            self.codes[col] = codes
+            self.onehots[col] = sp.csr_matrix(
+                (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
+            )
         if "price" in attributes:
             price = pd.to_numeric(attributes["price"], errors="coerce").to_numpy(dtype=np.float64)
             self.log_price = np.log(np.where(price > 0, price, np.nan)).astype(np.float32)
@@ -224,56 +230,54 @@ class _Sources:
                 sales.groupby(self.codes["class"]).rank(ascending=False, method="first").to_numpy(np.float32)
             )
 
-    def _onehot(self, col: str) -> sp.csr_matrix:
-        codes = self.codes[col]
-        known = np.flatnonzero(codes >= 0)
-        return sp.csr_matrix(
-            (np.ones(len(known), np.float32), (known, codes[known])), shape=(len(codes), max(codes.max() + 1, 1))
-        )
+    def _shares(self, hist: sp.csr_matrix) -> dict[str, np.ndarray]:
+        """Per attribute, (shoppers, values): the share of each shopper's history strength in each value."""
+        out = {}
+        for col, onehot in self.onehots.items():
+            per_user = (hist @ onehot).toarray()
+            per_user /= np.maximum(per_user.sum(axis=1, keepdims=True), 1e-12)
+            out[col] = per_user
+        return out
 
-    def _share(self, hist: sp.csr_matrix, col: str, pu: np.ndarray, pi: np.ndarray) -> np.ndarray:
-        """The share of each shopper's history strength that lies in the candidate's value of ``col``."""
-        if col not in self.codes:
+    def _share(self, shares: dict[str, np.ndarray], col: str, pu: np.ndarray, pi: np.ndarray) -> np.ndarray:
+        """Each pair's shopper's share in the candidate's value of ``col`` (NaN when the catalogue lacks it)."""
+        if col not in shares:
             return np.full(len(pu), np.nan, np.float32)
-        per_user = (hist @ self._onehot(col)).toarray()
-        per_user /= np.maximum(per_user.sum(axis=1, keepdims=True), 1e-12)
         codes = self.codes[col][pi]
         out = np.zeros(len(pu), np.float32)
         ok = codes >= 0
-        out[ok] = per_user[pu[ok], codes[ok]]
+        out[ok] = shares[col][pu[ok], codes[ok]]
         return out
 
-    def _class_best_sellers(self, hist: sp.csr_matrix) -> sp.csr_matrix | None:
+    def _class_best_sellers(self, class_share: np.ndarray | None, shape: tuple[int, int]) -> sp.csr_matrix | None:
         """Candidates: the week's best sellers of each shopper's ``top_classes`` classes."""
         c = self.config
-        if "class" not in self.codes or not c.class_candidates:
+        if class_share is None or not c.class_candidates:
             return None
         codes = self.codes["class"]
         best = self.class_rank <= c.class_candidates
         by_class = {k: np.flatnonzero(best & (codes == k)) for k in np.unique(codes[best & (codes >= 0)])}
-        share = (hist @ self._onehot("class")).toarray()
         rows, cols = [], []
-        for r in range(share.shape[0]):
-            top = np.argsort(-share[r])[: c.top_classes]
-            for k in top[share[r, top] > 0]:
+        for r in range(class_share.shape[0]):
+            top = np.argsort(-class_share[r])[: c.top_classes]
+            for k in top[class_share[r, top] > 0]:
                 items = by_class.get(k, np.empty(0, np.int64))
                 rows.append(np.full(len(items), r))
                 cols.append(items)
         if not rows:
             return None
         r_, c_ = np.concatenate(rows), np.concatenate(cols)
-        return sp.csr_matrix((np.ones(len(r_), np.float32), (r_, c_)), shape=hist.shape)
+        return sp.csr_matrix((np.ones(len(r_), np.float32), (r_, c_)), shape=shape)
 
     def candidates(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pair user positions, pair item rows, (pairs, len(FEATURES)) features) for warm users."""
         c = self.config
         hist = self.strength[user_rows]
-        knn = _row_top((hist @ self.similarity).tocsr(), c.knn_candidates) if c.knn_candidates else None
-        fam = (
-            _row_top((hist @ self.family).tocsr(), c.family_candidates)
-            if (self.family is not None and c.family_candidates)
-            else None
-        )
+        knn_full = (hist @ self.similarity).tocsr()
+        fam_full = (hist @ self.family).tocsr() if self.family is not None else None
+        shares = self._shares(hist)
+        knn = _row_top(knn_full, c.knn_candidates) if c.knn_candidates else None
+        fam = _row_top(fam_full, c.family_candidates) if (fam_full is not None and c.family_candidates) else None
         n = len(user_rows)
         pop_top = self.popular[: c.popular_candidates]
         pop_m = sp.csr_matrix(
@@ -291,7 +295,7 @@ class _Sources:
             union = union + sp.csr_matrix(
                 (np.ones(top.size, np.float32), (np.repeat(np.arange(n), top.shape[1]), top.ravel())), shape=hist.shape
             )
-        best = self._class_best_sellers(hist)
+        best = self._class_best_sellers(shares.get("class"), hist.shape)
         if best is not None:
             union = union + best
         union = union.tocoo()
@@ -302,16 +306,15 @@ class _Sources:
                 return np.zeros(len(pu), np.float32)
             return np.asarray(m[pu, pi]).ravel().astype(np.float32)
 
-        knn_full = (hist @ self.similarity).tocsr()
         rank = _row_ranks(knn_full)
         knn_rank = at(rank)
         knn_rank[knn_rank == 0] = 9999
-        own_age = at(self.own_age[user_rows])
+        ages = self.own_age[user_rows].tocsr()
+        own_age = at(ages)
         own_age[own_age == 0] = 999
         uvec = self.als.user_factors[user_rows[pu]]
         als = np.einsum("ij,ij->i", uvec, self.als.item_factors[pi])
         own = at(hist)
-        ages = self.own_age[user_rows].tocsr()
         user_age = np.array(
             [ages.data[s:e].min() if e > s else 999 for s, e in zip(ages.indptr[:-1], ages.indptr[1:], strict=True)]
         )  # days since the shopper's last event
@@ -324,7 +327,7 @@ class _Sources:
         )
         own_rel = _relative(own, pu, n)
         knn_rel = _relative(at(knn_full), pu, n)
-        fam_rel = _relative(at((hist @ self.family).tocsr()), pu, n) if self.family is not None else np.zeros(len(pu))
+        fam_rel = _relative(at(fam_full), pu, n) if fam_full is not None else np.zeros(len(pu))
         feats = np.column_stack(
             [
                 own_rel,
@@ -340,10 +343,10 @@ class _Sources:
                 user_age[pu],
                 user_items[pu],
                 self.log_price[pi] - user_price[pu],
-                self._share(hist, "class", pu, pi),
-                self._share(hist, "colour", pu, pi),
-                self._share(hist, "pattern", pu, pi),
-                self._share(hist, "class_colour", pu, pi),
+                self._share(shares, "class", pu, pi),
+                self._share(shares, "colour", pu, pi),
+                self._share(shares, "pattern", pu, pi),
+                self._share(shares, "class_colour", pu, pi),
                 self.class_rank[pi],
             ]
         ).astype(np.float32)
@@ -355,10 +358,6 @@ class _Bag:
 
     def __init__(self, models: list) -> None:
         self.models = models
-
-    @property
-    def feature_importances_(self) -> np.ndarray:
-        return np.mean([m.feature_importances_ for m in self.models], axis=0)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.mean([m.predict(x) for m in self.models], axis=0)

@@ -124,7 +124,9 @@ class FaissRetriever:
     def dim(self) -> int:
         return self.index.d
 
-    def _prepare(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray) -> np.ndarray:
+        """Queries as the index compares them (unit length for cosine), so their dot products with
+        ``stored_vectors`` are the similarities ``search`` reports."""
         return _prepare(x, self.index.d, self.config.metric)
 
     @classmethod
@@ -153,7 +155,7 @@ class FaissRetriever:
         """(B, d) queries → ((B, k) similarities, (B, k) item rows); rows are -1 where fewer than k exist."""
         if k < 1:
             raise ValueError("k must be >= 1")
-        return self.index.search(self._prepare(queries), min(k, self.index.ntotal))
+        return self.index.search(self.prepare(queries), min(k, self.index.ntotal))
 
     def stored_vectors(self) -> np.ndarray:
         """(n_items, d): every item's vector as stored (prepared: unit length for cosine)."""
