@@ -24,7 +24,7 @@ from engine.recommenders import (
 )
 from engine.reranker import RerankerConfig, RerankRecommender
 from features.readers import read_store
-from features.split import time_split
+from features.split import prices_as_of, time_split
 from features.weighting import WeightingConfig
 from models._io import write_json
 from models.embeddings import EmbeddingConfig
@@ -71,7 +71,7 @@ def evaluate_recommenders(
     weighting = WeightingConfig(half_life_days=half_life_days)
     data = build_interactions(split.train, weighting)
     task = build_task(split.test, data.users.index_, data.items.index_)
-    catalogue = store.catalogue.set_index("item_id")
+    catalogue = prices_as_of(store.catalogue, split.train).set_index("item_id")
     results = {}
     for rec in tqdm(
         recommender_suite(catalogue, weighting, test_days, seed), desc="recommenders", disable=not show_progress

@@ -9,8 +9,9 @@ Candidates for a shopper seen in training come from
   * class best sellers — the week's best sellers of the shopper's favourite classes (with item attributes).
 Each (shopper, candidate) pair gets features from every source plus ALS's score, recency, popularity, the
 shopper's activity and — when the catalogue has them — how much of the shopper's history shares the
-candidate's class, colour and pattern, and how its price compares with what the shopper pays. A bag of
-LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option). They are
+candidate's class, colour and pattern, its price and how it compares with what the shopper pays, and — when
+the log has the price paid — whether the item is on sale (its last-day and lowest price over its highest).
+A bag of LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option). They are
 trained without touching the evaluation period: the sources are fitted on the training log minus its last
 ``label_days``, and the labels are the purchases in those days, for several such windows. For prediction,
 the sources are refitted on the whole training log. Shoppers unseen in training get the recent best sellers.
@@ -57,6 +58,9 @@ FEATURES = (
     "pattern_share",
     "class_colour_share",
     "class_sales_rank",
+    "discount_1d",
+    "discount_min",
+    "log_price",
 )
 ATTRIBUTE_COLUMNS = ("class", "colour", "pattern")
 
@@ -176,6 +180,7 @@ class _Sources:
             "pop_7d": np.bincount(rows[sold_age <= 7], minlength=n_items).astype(np.float32),
         }
         self.popular = PopularityRecommender(window_days=1).fit(data).ranking_
+        self._fit_discounts(ev, age, n_items)
 
         knn = BM25Recommender(K=config.knn_neighbours)
         with threadpool_limits(1, "blas"):
@@ -197,6 +202,20 @@ class _Sources:
             data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
         )
         self._fit_attributes(attributes, n_items)
+
+    def _fit_discounts(self, ev: pd.DataFrame, age: np.ndarray, n_items: int) -> None:
+        """Where the log has the price paid: an item's mean price on the last day, and its lowest price, each
+        over its highest price in the log (a sale shows as < 1; NaN where unknown)."""
+        self.discount_1d = np.full(n_items, np.nan, np.float32)
+        self.discount_min = np.full(n_items, np.nan, np.float32)
+        if "price" not in ev or ev["price"].isna().all():
+            return
+        paid = pd.DataFrame({"i": ev["item_row"].to_numpy(), "p": ev["price"].to_numpy(), "age": age}).dropna()
+        top = paid.groupby("i")["p"].max()
+        last = paid[paid["age"] <= 1].groupby("i")["p"].mean()
+        low = paid.groupby("i")["p"].min()
+        self.discount_1d[last.index] = (last / top.reindex(last.index)).to_numpy()
+        self.discount_min[low.index] = (low / top.reindex(low.index)).to_numpy()
 
     def _fit_attributes(self, attributes: pd.DataFrame | None, n_items: int) -> None:
         """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price;
@@ -348,6 +367,9 @@ class _Sources:
                 self._share(shares, "pattern", pu, pi),
                 self._share(shares, "class_colour", pu, pi),
                 self.class_rank[pi],
+                self.discount_1d[pi],
+                self.discount_min[pi],
+                self.log_price[pi],
             ]
         ).astype(np.float32)
         return pu, pi, feats

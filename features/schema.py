@@ -13,6 +13,8 @@ Event log columns (one row per shopper action):
 ``timestamp``   ``datetime64[ns, UTC]``
 ==============  ==============================================================
 
+An event log may also carry ``price`` (float, the price paid; NaN where unknown).
+
 Catalogue columns: ``item_id`` (str, unique), one str column per conditioning attribute (named in
 ``StoreData.attributes``, e.g. ``class``, ``colour``, ``pattern``), ``price`` (float, may be NaN) and
 ``image`` (path of the item's image relative to ``StoreData.image_root``, empty when it has none) and

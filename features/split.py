@@ -48,3 +48,16 @@ def time_split(events: pd.DataFrame, *, cutoff: pd.Timestamp | None = None, test
             "choose a cutoff inside the log's time range."
         )
     return TimeSplit(train=train.reset_index(drop=True), test=test.reset_index(drop=True), cutoff=cutoff)
+
+
+def prices_as_of(catalogue: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue with each item's price taken from the training events alone, where events carry prices.
+
+    A reader that derives prices from the logs (H&M: the median price paid) sees the held-out days too; a
+    model given those prices would learn from them which items sold then. Items not bought in ``train``
+    get NaN. Logs without a ``price`` column leave the catalogue's listed prices as they are.
+    """
+    if "price" not in train or train["price"].isna().all():
+        return catalogue
+    paid = train.groupby("item_id")["price"].median()
+    return catalogue.assign(price=catalogue["item_id"].map(paid).astype(float))

@@ -110,7 +110,8 @@ def validate_events(
     """Check an event log read as strings; return the loadable rows typed, and the report.
 
     ``raw`` has the columns user_id, session_id, item_id, event_type, timestamp (strings or already
-    typed values). ``first_line`` is the source line of the first row (2 for a CSV file with a header).
+    typed values), and optionally price (the price paid; kept as a float, NaN where unreadable).
+    ``first_line`` is the source line of the first row (2 for a CSV file with a header).
     Rows with an item that is not in ``known_items`` are rejected: an event must lead to a catalogue item.
     """
     report = ValidationReport(source=source, rows_read=len(raw))
@@ -154,6 +155,9 @@ def validate_events(
         }
     )
     events["timestamp"] = pd.to_datetime(events["timestamp"], utc=True)
+    if "price" in raw:  # optional: the price paid (H&M); an unreadable or non-positive one is left unknown
+        price = pd.to_numeric(raw["price"], errors="coerce").to_numpy(dtype=np.float64)[ok]
+        events["price"] = np.where(price > 0, price, np.nan)
     report.rows_loaded = len(events)
     return events, report
 

@@ -8,8 +8,10 @@ Mapping to the common schema: a customer is a user; each purchase row is a ``pur
 midnight UTC of ``t_dat`` (H&M logs have no views or carts, and no time of day); a customer's
 purchases on one day form one session; the conditioning attributes are
 ``class`` = product_type_name, ``colour`` = colour_group_name, ``pattern`` = graphical_appearance_name.
-An article's price is the median price it was bought at (NaN if never bought in the loaded logs); its
-product family (``group``) is its product_code (the same garment in other colours).
+An article's price is the median price it was bought at (NaN if never bought in the loaded logs); each
+event also keeps the price paid, so that a time-split evaluation can take prices from its training period
+alone (``features.split.prices_as_of``). Its product family (``group``) is its product_code (the same
+garment in other colours).
 """
 
 from __future__ import annotations
@@ -50,9 +52,7 @@ def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> Store
             f"{path} is not an H&M data folder: it needs articles.parquet and {transactions} "
             "(see ../shared/datasets/hm_fashion/SOURCE.md)."
         )
-    articles = pd.read_parquet(
-        articles_path, columns=["article_id", "product_code", *HM_ATTRIBUTE_COLUMNS.values()]
-    )
+    articles = pd.read_parquet(articles_path, columns=["article_id", "product_code", *HM_ATTRIBUTE_COLUMNS.values()])
     tx = pd.concat([pd.read_parquet(p) for p in tx_paths], ignore_index=True)
     missing = {"t_dat", "customer_id", "article_id"} - set(tx.columns)
     if missing:
@@ -80,6 +80,8 @@ def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> Store
             "timestamp": day,
         }
     )
+    if "price" in tx:
+        raw_ev["price"] = tx["price"]
     # An unparsable date leaves session_id empty too; report it under its real cause, the date.
     raw_ev.loc[day.isna(), "session_id"] = tx.loc[day.isna(), "customer_id"].astype("string") + ":?"
     events, ev_report = validate_events(

@@ -127,3 +127,27 @@ def test_without_attributes_the_attribute_features_are_missing_not_wrong():
     for name in ("class_share", "colour_share", "price_gap", "class_sales_rank"):
         col = x[:, FEATURES.index(name)]
         assert np.isnan(col).all(), name
+
+
+def test_sale_features_come_from_the_prices_paid():
+    from engine.reranker import FEATURES, _Sources
+
+    df, attrs = _attribute_log()
+    # d3 sold at 40 on days 0 and 1, then at 20 on day 2 (the log's last day): on sale at half price
+    paid = {"d1": 10.0, "d2": 20.0, "s1": 30.0, "s2": 30.0, "s3": 30.0}
+    df["price"] = [paid.get(i, 40.0) for i in df["item_id"]]
+    df.loc[(df["item_id"] == "d3") & (df["timestamp"] == df["timestamp"].max()), "price"] = 20.0
+    data = build_interactions(df, WeightingConfig(half_life_days=None))
+    config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=0, als_candidates=0)
+    src = _Sources(data, None, attrs.reindex(data.items.ids_), config, seed=0)
+    _, pi, x = src.candidates(data.users.transform(["A"]))
+    feat = dict(zip(data.items.ids_[pi], x, strict=True))
+    last, low = FEATURES.index("discount_1d"), FEATURES.index("discount_min")
+    assert feat["d3"][last] == pytest.approx(0.5) and feat["d3"][low] == pytest.approx(0.5)
+    assert feat["d1"][low] == pytest.approx(1.0)  # one price only: never discounted
+    assert np.isnan(feat["d1"][last])  # not sold on the last day: no last-day price
+
+    # a log without prices leaves the sale features unknown rather than wrong
+    src = _Sources(build_interactions(df.drop(columns="price"), WeightingConfig()), None, None, config, seed=0)
+    _, _, x = src.candidates(data.users.transform(["A"]))
+    assert np.isnan(x[:, [last, low]]).all()
