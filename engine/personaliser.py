@@ -23,10 +23,11 @@ With a visual encoder in the bundle (``models.visual``) and a shopper vector u, 
     training time. The optimised z is stored in the image id (float16, base64url), so any worker can
     regenerate the exact image;
 3''. set construction: n of the m candidates by maximal marginal relevance (Carbonell & Goldstein 1998) on the
-    preference score, with cosine similarity of image features as redundancy and a hard minimum pairwise
-    feature distance ``min_distance`` (relaxed only when the pool cannot meet it; the set reports the smallest
-    distance it has). By default the n are chosen on the seeded candidates and only they are optimised
-    (half the cost); ``optimise_pool`` optimises every candidate first;
+    preference score plus the condition's log p(c | u) (``condition_weight``), with cosine similarity of image
+    features as redundancy and a hard minimum pairwise feature distance ``min_distance`` (relaxed only when
+    the pool cannot meet it; the set reports the smallest distance it has). By default the n are chosen on
+    the seeded candidates and only they are optimised (half the cost); ``optimise_pool`` optimises every
+    candidate first;
 4'. grounding: the ``grounding_pool``·k nearest catalogue items (FAISS) of each image that pass the
     catalogue filters (in stock, class allowed), plus the shopper's best items of the image's class
     (``condition_grounding``: what the image was generated to show, found by attribute rather than by
@@ -86,6 +87,12 @@ class PersonaliserConfig:
     prior_weight: float = 1.0  # β: the Gaussian prior of z
     # set construction and grounding
     mmr_lambda: float = 0.7  # MMR: weight of relevance against redundancy
+    # MMR relevance of a candidate = the visual preference u · f(image) + condition_weight · log p(c | u), each
+    # standardised over the pool: what the collaborative model says the shopper buys, beside what the image
+    # looks like to the visual model (the weaker signal of the two). 0: the visual preference alone.
+    # 0 → 1, same bundles and shoppers: grounded recall H&M (last day, 400 shoppers, GAN 800 steps) 0.946× →
+    # 0.982× top-K; demo (7 days, 400 shoppers) 0.987× → 1.000×; hidden-taste match 4.32× → 4.28× popular.
+    condition_weight: float = 1.0
     min_distance: float = 0.05  # minimum pairwise cosine distance of the set's image features
     # nearest items considered per kept item, for the shopper re-ranking: relevance against visual likeness.
     # Demo store, last 7 days held out, 800 shoppers, sets of 8 × 4 items, distinct items, calibrated cold
@@ -112,6 +119,8 @@ class PersonaliserConfig:
             raise ValueError("pool_factor and grounding_pool must be >= 1, steps >= 0 and lr > 0")
         if self.realism_weight < 0 or self.prior_weight < 0:
             raise ValueError("realism_weight and prior_weight must be >= 0")
+        if self.condition_weight < 0:
+            raise ValueError("condition_weight must be >= 0")
         if not 0.0 <= self.mmr_lambda <= 1.0 or not 0.0 <= self.min_distance < 2.0:
             raise ValueError("mmr_lambda must be in [0, 1] and min_distance in [0, 2)")
 
@@ -207,6 +216,22 @@ def _distinct_picks(
             rest = [int(i) for i in np.argsort(-s, kind="stable") if int(i) not in picks[p]]
             picks[p].extend(rest[: want - len(picks[p])])
     return [np.asarray(pk, dtype=np.int64) for pk in picks]
+
+
+def mmr_relevance(preference: np.ndarray, condition_p: np.ndarray, condition_weight: float) -> np.ndarray:
+    """MMR relevance of pool candidates: the standardised visual preference u · f(image) plus
+    ``condition_weight`` × the standardised log p(condition | shopper) (a zero p ranks below every other)."""
+
+    def standard(x: np.ndarray) -> np.ndarray:
+        return (x - x.mean()) / (x.std() + 1e-8)
+
+    rel = standard(np.asarray(preference, dtype=np.float64))
+    p = np.asarray(condition_p, dtype=np.float64)
+    if condition_weight > 0 and (p > 0).any():
+        logp = np.log(np.where(p > 0, p, 1.0))
+        logp = np.where(p > 0, logp, logp[p > 0].min() - 1.0)
+        rel = rel + condition_weight * standard(logp)
+    return rel
 
 
 def stable_seed(*parts: object) -> int:
@@ -746,7 +771,7 @@ class Personaliser:
             z = self.optimise_latents(vector, codes, z0)
             images, raw, unit = self._render(z, codes)
             pick, _ = self.select_diverse(
-                self.preference_scores(vector, raw, codes),
+                mmr_relevance(self.preference_scores(vector, raw, codes), p[chosen], self.config.condition_weight),
                 unit,
                 n,
                 mmr_lambda=self.config.mmr_lambda,
@@ -759,7 +784,11 @@ class Personaliser:
             _, raw0, unit0 = self._render(z0, codes)
             pref0_all = self.preference_scores(vector, raw0, codes)
             pick, _ = self.select_diverse(
-                pref0_all, unit0, n, mmr_lambda=self.config.mmr_lambda, min_distance=self.config.min_distance
+                mmr_relevance(pref0_all, p[chosen], self.config.condition_weight),
+                unit0,
+                n,
+                mmr_lambda=self.config.mmr_lambda,
+                min_distance=self.config.min_distance,
             )
             pref0 = pref0_all[pick]
             z = self.optimise_latents(vector, codes[pick], z0[pick])

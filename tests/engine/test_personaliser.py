@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from engine.bundle import load_bundle
-from engine.personaliser import Personaliser, UnknownImage, stable_seed
+from engine.personaliser import Personaliser, UnknownImage, mmr_relevance, stable_seed
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +156,15 @@ def test_condition_grounding_brings_the_shoppers_items_of_the_images_class(perso
         None, 3, features=feats[photo][None], user_vector=vector, conditions=condition[None]
     )[0]
     assert min(it.shopper_score for it in grounded) >= min(it.shopper_score for it in plain) - 1e-6
+
+
+def test_mmr_relevance_weighs_the_shoppers_condition_probability_beside_the_visual_preference():
+    preference = np.array([1.0, 1.1, 0.9, 1.0])
+    p = np.array([0.5, 0.05, 0.3, 0.0])  # the last candidate's condition has no support
+    alone = mmr_relevance(preference, p, 0.0)
+    assert np.argmax(alone) == 1  # the visual preference alone prefers the unlikely condition
+    both = mmr_relevance(preference, p, 1.0)
+    assert np.argmax(both) == 0 and np.argmin(both) == 3
+    assert np.isfinite(both).all()
+    # equal probabilities add nothing: the order is the visual preference's
+    assert (np.argsort(mmr_relevance(preference, np.full(4, 0.25), 1.0)) == np.argsort(alone)).all()
