@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     vis.set_defaults(func=_cmd_train_visual)
     train.add_argument("--data", help="a data folder (demo store or H&M layout)")
     train.add_argument("--artifacts", default="data/artifacts", help="bundle root (default data/artifacts)")
-    train.add_argument("--preset", default="demo", help="demo | full | tiny (default demo)")
+    train.add_argument("--preset", default="demo", help="demo | hm | full | tiny (default demo)")
     train.add_argument("--config", help="JSON file overriding the preset (unknown keys are errors)")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="cpu or cuda for the GAN and classifier (default cpu)")

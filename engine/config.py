@@ -82,6 +82,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "classifier_training": {"epochs": 6},
     },
+    # The H&M bundle behind docs/PERSONALISATION.md's H&M figures: the demo preset with the last day held out
+    # for validation, 2 classifier epochs and a GAN of up to 800 steps / 480 s (about 14 min on 2 cores).
+    "hm": {
+        "test_days": 1,
+        "gan_training": {
+            "steps": 800,
+            "batch_size": 64,
+            "lr_g": 4e-4,
+            "lr_d": 4e-4,
+            "checkpoint_every": 0,
+            "max_seconds": 480,
+        },
+        "classifier_training": {"epochs": 2},
+    },
     # A longer run for better images when time allows (about an hour on 2 cores).
     "full": {
         "gan": {"arch": "resnet", "g_width": 32, "d_width": 32},
