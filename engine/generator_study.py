@@ -344,7 +344,7 @@ def evaluate_run(
         "judges": judge_metrics,
         **report,
     }
-    (run / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    write_json(run / "report.json", report, default=float)
     contact_sheet(generator, encoder, ds.images[train], codes[train], run / "contact_sheet.png")
     return report
 
@@ -472,7 +472,7 @@ def benchmark(
         "runs": runs,
         "targets": targets(ds.name, runs["gan"], runs["vae"]),
     }
-    (out / "benchmark.json").write_text(json.dumps(result, indent=2, default=float))
+    write_json(out / "benchmark.json", result, default=float)
     return result
 
 

@@ -148,6 +148,24 @@ class FactorRecommender:
         return out
 
 
+def item_knn_similarity(kind: str, matrix: sp.csr_matrix, neighbours: int):
+    """implicit's item-item model (``kind`` "cosine" or "bm25", ``neighbours`` per item) fitted on ``matrix``.
+
+    implicit's own weighting hands its item-item fit a COO matrix and then warns about it (a ParameterWarning
+    per fit, implicit 0.7); our input is CSR, so that warning says nothing about our code and is silenced here.
+    """
+    import warnings
+
+    from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
+    from implicit.utils import ParameterWarning
+
+    model = BM25Recommender(K=neighbours) if kind == "bm25" else CosineRecommender(K=neighbours)
+    with threadpool_limits(1, "blas"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Method expects CSR input", category=ParameterWarning)
+        model.fit(sp.csr_matrix(matrix), show_progress=False)
+    return model
+
+
 class ItemKNNRecommender:
     """implicit's item-item nearest neighbours (cosine or BM25-weighted), past items not filtered."""
 
@@ -160,12 +178,7 @@ class ItemKNNRecommender:
         self.name = f"item-kNN ({kind})"
 
     def fit(self, data: Interactions) -> ItemKNNRecommender:
-        from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
-
-        model = BM25Recommender(K=self.neighbours) if self.kind == "bm25" else CosineRecommender(K=self.neighbours)
-        with threadpool_limits(1, "blas"):
-            model.fit(data.matrix, show_progress=False)
-        self.model_ = model
+        self.model_ = item_knn_similarity(self.kind, data.matrix, self.neighbours)
         self.matrix_ = data.matrix
         self.fallback.fit(data)
         return self

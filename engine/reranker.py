@@ -28,9 +28,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
-from engine.recommenders import Interactions, PopularityRecommender, build_interactions
+from engine.recommenders import Interactions, PopularityRecommender, build_interactions, item_knn_similarity
 from engine.train_embeddings import fit_embeddings
 from features.weighting import WeightingConfig
 from models.embeddings import EmbeddingConfig
@@ -153,8 +152,6 @@ class _Sources:
         config: RerankerConfig,
         seed: int,
     ) -> None:
-        from implicit.nearest_neighbours import BM25Recommender
-
         self.data = data
         self.config = config
         ev = data.events
@@ -182,9 +179,7 @@ class _Sources:
         self.popular = PopularityRecommender(window_days=1).fit(data).ranking_
         self._fit_discounts(ev, age, n_items)
 
-        knn = BM25Recommender(K=config.knn_neighbours)
-        with threadpool_limits(1, "blas"):
-            knn.fit(data.matrix, show_progress=False)
+        knn = item_knn_similarity("bm25", data.matrix, config.knn_neighbours)
         self.similarity = knn.similarity.tocsr().astype(np.float32)
         self.family = None
         if groups is not None:

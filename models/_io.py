@@ -36,13 +36,16 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "confi
     return cls(**kwargs)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
+def write_json(path: Path, data: Any, *, default: Any = str) -> None:
+    """Write JSON atomically (temp file + rename), so a reader never sees half a file.
+
+    ``default`` turns values JSON does not know into ones it does (``str`` by default; ``float`` for reports
+    full of numpy scalars)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        json.dump(data, fh, indent=2, sort_keys=False, default=default)
         fh.write("\n")
     os.replace(tmp, path)
 
