@@ -413,7 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     per.add_argument("--version", help="bundle version (default: the serving one)")
     per.add_argument("--users", type=int, default=200, help="shoppers sampled per measurement")
     per.add_argument("--n", type=int, default=8, help="images per set")
-    per.add_argument("--test-days", type=int, default=1, help="held-out last days for the purchase recall")
+    per.add_argument(
+        "--test-days",
+        type=int,
+        default=None,
+        help="held-out last days for the purchase recall (default: the fewest that hold --users known buyers)",
+    )
     per.add_argument("--out", help="JSON report path (default <artifacts>/reports/<version>/personalisation.json)")
     per.add_argument("--threads", type=int, default=1, help="torch threads (small batches: 1 is fastest)")
     per.add_argument("--no-progress", action="store_true")

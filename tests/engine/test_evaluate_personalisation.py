@@ -22,3 +22,19 @@ def test_the_report_has_every_measurement_and_renders(demo_store, trained_artifa
     assert g["users"] >= 1 and 0.0 <= g["grounded"] <= 1.0 and g["split"]["test_days"] == 1
     assert json.loads((tmp_path / "p.json").read_text())["bundle"] == version
     assert "Hidden-taste match" in render(report)
+
+
+def test_held_out_days_are_the_fewest_with_enough_known_buyers():
+    import pandas as pd
+
+    from engine.evaluate_personalisation import held_out_days
+
+    day = pd.Timestamp("2026-01-10", tz="UTC")
+    rows = [(u, day - pd.Timedelta(days=9), "view") for u in "abcdef"]  # everyone seen early on
+    rows += [("a", day, "purchase"), ("new", day, "purchase"), ("b", day, "view")]  # last day: one known buyer
+    rows += [("c", day - pd.Timedelta(days=1), "purchase"), ("d", day - pd.Timedelta(days=2), "purchase")]
+    events = pd.DataFrame(rows, columns=["user_id", "timestamp", "event_type"])
+    assert held_out_days(events, 1) == 1
+    assert held_out_days(events, 2) == 2  # "new" was never seen before and "b" only viewed
+    assert held_out_days(events, 3) == 3
+    assert held_out_days(events, 50, max_days=5) == 5  # never enough: the cap
