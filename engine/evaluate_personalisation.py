@@ -301,9 +301,9 @@ def held_out_days(events, buyers: int, *, max_days: int = 14) -> int:
     bought = events["event_type"].astype(str) == "purchase"
     for days in range(1, max_days + 1):
         cutoff = last - pd.Timedelta(days=days - 1)
-        before = set(events.loc[events["timestamp"] < cutoff, "user_id"])
+        before = events.loc[events["timestamp"] < cutoff, "user_id"].unique()
         after = events.loc[bought & (events["timestamp"] >= cutoff), "user_id"].unique()
-        if sum(u in before for u in after) >= buyers:
+        if np.isin(after, before).sum() >= buyers:
             return days
     return max_days
 

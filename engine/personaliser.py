@@ -218,19 +218,20 @@ def _distinct_picks(
     return [np.asarray(pk, dtype=np.int64) for pk in picks]
 
 
+def _standardise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
 def mmr_relevance(preference: np.ndarray, condition_p: np.ndarray, condition_weight: float) -> np.ndarray:
     """MMR relevance of pool candidates: the standardised visual preference u · f(image) plus
     ``condition_weight`` × the standardised log p(condition | shopper) (a zero p ranks below every other)."""
-
-    def standard(x: np.ndarray) -> np.ndarray:
-        return (x - x.mean()) / (x.std() + 1e-8)
-
-    rel = standard(np.asarray(preference, dtype=np.float64))
+    rel = _standardise(preference)
     p = np.asarray(condition_p, dtype=np.float64)
     if condition_weight > 0 and (p > 0).any():
         logp = np.log(np.where(p > 0, p, 1.0))
         logp = np.where(p > 0, logp, logp[p > 0].min() - 1.0)
-        rel = rel + condition_weight * standard(logp)
+        rel = rel + condition_weight * _standardise(logp)
     return rel
 
 
@@ -326,6 +327,10 @@ class Personaliser:
             bounds = np.cumsum(np.bincount(inverse.ravel(), minlength=len(keys)))[:-1]
             for key, rows in zip(keys, np.split(order, bounds), strict=True):
                 self._condition_rows[tuple(int(v) for v in key)] = rows
+        # how the explanation names the grounded items: by likeness, and by the matched attributes if any
+        shared = " and ".join(bundle.attributes[k] for k in self._condition_match_columns)
+        by_condition = self.config.condition_grounding and len(self._condition_match_columns)
+        self._grounding_basis = f"that look like it or share its {shared}" if by_condition else "that look like it"
         # the retriever's vectors, for the similarity of condition-matched items (n_indexed × feature_dim floats)
         self._index_features = bundle.retriever.stored_vectors() if self.config.condition_grounding else None
         self._index_vectors, self._index_offsets = self._item_space_vectors(bundle)
@@ -597,7 +602,7 @@ class Personaliser:
         m = len(relevance)
         if n > m:
             raise ValueError(f"cannot choose {n} images from {m} candidates")
-        rel = (relevance - relevance.mean()) / (relevance.std() + 1e-8)
+        rel = _standardise(relevance)
         sims = features @ features.T
         chosen = [int(np.argmax(rel))]
         max_sim = sims[chosen[0]].copy()
@@ -877,9 +882,10 @@ class Personaliser:
         if pref is not None and pref0 is not None:
             why += f" Its look was tuned to your visual taste (preference score {pref0:.2f} → {pref:.2f})."
         if nearest:
-            basis = "that look like it or share its class" if self.config.condition_grounding else "that look like it"
             why += (
-                f" Real items {basis}, the ones you would like most: " + ", ".join(it.item_id for it in nearest) + "."
+                f" Real items {self._grounding_basis}, the ones you would like most: "
+                + ", ".join(it.item_id for it in nearest)
+                + "."
             )
         return why
 

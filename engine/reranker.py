@@ -11,10 +11,10 @@ Each (shopper, candidate) pair gets features from every source plus ALS's score,
 shopper's activity and — when the catalogue has them — how much of the shopper's history shares the
 candidate's class, colour and pattern, its price and how it compares with what the shopper pays, and — when
 the log has the price paid — whether the item is on sale (its last-day and lowest price over its highest).
-A bag of LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option). They are
-trained without touching the evaluation period: the sources are fitted on the training log minus its last
-``label_days``, and the labels are the purchases in those days, for several such windows. For prediction,
-the sources are refitted on the whole training log. Shoppers unseen in training get the recent best sellers.
+A bag of LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option).
+They are trained without touching the evaluation period: the sources are fitted on the training log minus
+its last ``label_days``, and the labels are the purchases in those days, for several such windows. For
+prediction, the sources are refitted on the whole training log. Shoppers unseen in training get the recent best sellers.
 
 The sources weight events with their own recency half-life (``RerankerConfig.half_life_days``, 3 days):
 chosen on validation days cut from the H&M training week (2020-09-20 and -21), never on the test day.
@@ -206,11 +206,10 @@ class _Sources:
         if "price" not in ev or ev["price"].isna().all():
             return
         paid = pd.DataFrame({"i": ev["item_row"].to_numpy(), "p": ev["price"].to_numpy(), "age": age}).dropna()
-        top = paid.groupby("i")["p"].max()
+        span = paid.groupby("i")["p"].agg(["min", "max"])
         last = paid[paid["age"] <= 1].groupby("i")["p"].mean()
-        low = paid.groupby("i")["p"].min()
-        self.discount_1d[last.index] = (last / top.reindex(last.index)).to_numpy()
-        self.discount_min[low.index] = (low / top.reindex(low.index)).to_numpy()
+        self.discount_1d[last.index] = (last / span["max"].reindex(last.index)).to_numpy()
+        self.discount_min[span.index] = (span["min"] / span["max"]).to_numpy()
 
     def _fit_attributes(self, attributes: pd.DataFrame | None, n_items: int) -> None:
         """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price;
