@@ -102,7 +102,13 @@ def _cmd_evaluate_recommenders(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else None
     report = evaluate_recommenders(
-        Path(args.data), test_days=args.test_days, k=args.k, out=out, seed=args.seed, show_progress=not args.no_progress
+        Path(args.data),
+        test_days=args.test_days,
+        k=args.k,
+        out=out,
+        seed=args.seed,
+        validation_periods=args.validation_periods,
+        show_progress=not args.no_progress,
     )
     print(render(report))
     if out:
@@ -394,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--test-days", type=int, default=1, help="held-out last days (default 1)")
     rec.add_argument("--k", type=int, default=12)
     rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument(
+        "--validation-periods",
+        type=int,
+        default=0,
+        metavar="N",
+        help="score N periods of --test-days days cut from before the test period instead of the test period "
+        "itself: judge model changes there, so the test period stays unseen",
+    )
     rec.add_argument("--out", help="JSON report path")
     rec.add_argument("--no-progress", action="store_true")
     rec.set_defaults(func=_cmd_evaluate_recommenders)

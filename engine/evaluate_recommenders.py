@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from engine.ranking import build_task, evaluate
@@ -24,7 +28,7 @@ from engine.recommenders import (
 )
 from engine.reranker import RerankerConfig, RerankRecommender
 from features.readers import read_store
-from features.split import prices_as_of, time_split
+from features.split import TimeSplit, prices_as_of, time_split
 from features.weighting import WeightingConfig
 from models._io import write_json
 from models.embeddings import EmbeddingConfig
@@ -56,26 +60,24 @@ def recommender_suite(catalogue, weighting: WeightingConfig, test_days: int, see
     ]
 
 
-def evaluate_recommenders(
-    data_path: Path,
+def score_split(
+    split: TimeSplit,
+    catalogue: pd.DataFrame,
     *,
-    test_days: int = 1,
-    k: int = 12,
-    out: Path | None = None,
-    seed: int = 0,
-    half_life_days: float | None = 21.0,
-    show_progress: bool = True,
+    suite: Callable[..., list],
+    k: int,
+    seed: int,
+    half_life_days: float | None,
+    test_days: int,
+    show_progress: bool,
 ) -> dict:
-    store = read_store(data_path)
-    split = time_split(store.events, test_days=test_days)
+    """Fit every model of ``suite`` on ``split.train``, score it on ``split.test``; the report of one split."""
     weighting = WeightingConfig(half_life_days=half_life_days)
     data = build_interactions(split.train, weighting)
     task = build_task(split.test, data.users.index_, data.items.index_)
-    catalogue = prices_as_of(store.catalogue, split.train).set_index("item_id")
+    priced = prices_as_of(catalogue, split.train).set_index("item_id")
     results = {}
-    for rec in tqdm(
-        recommender_suite(catalogue, weighting, test_days, seed), desc="recommenders", disable=not show_progress
-    ):
+    for rec in tqdm(suite(priced, weighting, test_days, seed), desc="recommenders", disable=not show_progress):
         started = time.perf_counter()
         rec.fit(data)
         fitted = time.perf_counter() - started
@@ -91,10 +93,8 @@ def evaluate_recommenders(
     vitrine = RerankRecommender.name
     baselines = {n: r for n, r in results.items() if n != vitrine}
     best_warm = max(baselines, key=lambda n: baselines[n]["warm"][f"map@{k}"])
-    report = {
-        "data": store.name,
+    return {
         "split": split.describe(),
-        "k": k,
         "warm_users": int(task.warm.sum()),
         "test_users": len(task.user_rows),
         "results": results,
@@ -104,15 +104,94 @@ def evaluate_recommenders(
             - 1.0,
         },
     }
+
+
+def validation_splits(events: pd.DataFrame, *, test_days: int, periods: int) -> list[TimeSplit]:
+    """``periods`` splits cut from before the test period, latest first; the test period itself is dropped.
+
+    Split j holds out the ``test_days`` days that end where split j - 1's held-out days begin, and trains on
+    everything before them, so model choices can be judged without ever scoring the test period.
+    """
+    if periods < 1:
+        raise ValueError(f"validation periods must be >= 1; got {periods}")
+    before = time_split(events, test_days=test_days).train
+    splits = []
+    for j in range(periods):
+        try:
+            split = time_split(before, test_days=test_days)
+        except ValueError as err:
+            raise ValueError(
+                f"the log is too short for {periods} validation periods of {test_days} day(s) before the test "
+                f"period: period {j + 1} has no training or no held-out events ({err})"
+            ) from None
+        splits.append(split)
+        before = split.train
+    return splits
+
+
+def evaluate_recommenders(
+    data_path: Path,
+    *,
+    test_days: int = 1,
+    k: int = 12,
+    out: Path | None = None,
+    seed: int = 0,
+    half_life_days: float | None = 21.0,
+    validation_periods: int = 0,
+    suite: Callable[..., list] = recommender_suite,
+    show_progress: bool = True,
+) -> dict:
+    """Score ``suite`` on the last ``test_days`` days; with ``validation_periods``, on that many earlier
+    periods of the same length instead (the test period is then never scored: use it to choose models)."""
+    store = read_store(data_path)
+    if validation_periods:
+        splits = validation_splits(store.events, test_days=test_days, periods=validation_periods)
+    else:
+        splits = [time_split(store.events, test_days=test_days)]
+    score = partial(
+        score_split,
+        catalogue=store.catalogue,
+        suite=suite,
+        k=k,
+        seed=seed,
+        half_life_days=half_life_days,
+        test_days=test_days,
+        show_progress=show_progress,
+    )
+    periods = [score(split) for split in splits]
+    if not validation_periods:
+        report = {"data": store.name, "k": k, **periods[0]}
+    else:
+        gains = [p["vitrine_vs_best_warm_baseline"]["relative_gain"] for p in periods]
+        report = {
+            "data": store.name,
+            "k": k,
+            "validation": periods,
+            "mean_relative_gain": float(np.mean(gains)),
+            "note": "validation periods cut from before the test period; the test period was not scored",
+        }
     if out is not None:
         write_json(out, report)
     return report
 
 
 def render(report: dict) -> str:
+    if "validation" in report:
+        blocks = [
+            _render_split({"data": report["data"], "k": report["k"], **p}, "validation") for p in report["validation"]
+        ]
+        blocks.append(
+            f"Mean gain over the best warm baseline across {len(report['validation'])} validation periods: "
+            f"{report['mean_relative_gain']:+.2%} (the test period was not scored)"
+        )
+        return "\n\n".join(blocks)
+    return _render_split(report, "test")
+
+
+def _render_split(report: dict, period: str) -> str:
     k = report["k"]
     lines = [
-        f"Recommenders on {report['data']}: test from {report['split']['cutoff']}, "
+        f"Recommenders on {report['data']}: {period} from {report['split']['cutoff']}, "
         f"{report['test_users']} test shoppers ({report['warm_users']} seen in training); purchases as targets",
         f"  {'model':<38} {'warm map@' + str(k):>12} {'all map@' + str(k):>11} {'warm recall':>12} "
         f"{'warm ndcg':>10} {'coverage':>9} {'fit s':>7}",
