@@ -7,14 +7,18 @@ Candidates for a shopper seen in training come from
   * ALS — the shopper's top items by the implicit ALS model's score;
   * recent best sellers — the last day's most bought items;
   * class best sellers — the week's best sellers of the shopper's favourite classes (with item attributes).
-Each (shopper, candidate) pair gets features from every source plus ALS's score, recency, popularity, the
-shopper's activity and — when the catalogue has them — how much of the shopper's history shares the
-candidate's class, colour and pattern, its price and how it compares with what the shopper pays, and — when
-the log has the price paid — whether the item is on sale (its last-day and lowest price over its highest).
+Each (shopper, candidate) pair gets features from every source plus ALS's score, cosine item-kNN and
+same-session co-occurrence with the shopper's items, recency, popularity, the shopper's activity; for the
+shopper's own items, the size of the session they were last bought in and — where the log says where each
+purchase happened (online, in store) — how often that channel's purchases were bought again; when the
+catalogue has them, how much of the shopper's history shares the candidate's class, colour and pattern, its
+price and how it compares with what the shopper pays; and when the log has the price paid, whether the item
+is on sale (its last-day and lowest price over its highest).
 A bag of LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option).
 They are trained without touching the evaluation period: the sources are fitted on the training log minus
 its last ``label_days``, and the labels are the purchases in those days, for several such windows. For
-prediction, the sources are refitted on the whole training log. Shoppers unseen in training get the recent best sellers.
+prediction, the sources are refitted on the whole training log. Shoppers unseen in training get the recent
+best sellers.
 
 The sources weight events with their own recency half-life (``RerankerConfig.half_life_days``, 3 days):
 chosen on validation days cut from the H&M training week (2020-09-20 and -21), never on the test day.
@@ -60,6 +64,10 @@ FEATURES = (
     "discount_1d",
     "discount_min",
     "log_price",
+    "own_session_items",
+    "own_channel_rebuy",
+    "basket_rel",
+    "cosine_rel",
 )
 ATTRIBUTE_COLUMNS = ("class", "colour", "pattern")
 
@@ -106,6 +114,20 @@ class RerankerConfig:
             raise ValueError(f"bag must be >= 1; got {self.bag}")
         if self.label_days < 1 or min(self.knn_candidates, self.family_candidates, self.popular_candidates) < 0:
             raise ValueError("label_days must be >= 1 and candidate counts >= 0")
+
+
+def _session_cooccurrence(ev: pd.DataFrame, n_items: int) -> sp.csr_matrix:
+    """Item-item cosine over sessions (H&M: a shopper's purchases of one day): items that share baskets."""
+    sessions = pd.factorize(ev["session_id"])[0]
+    s_i = sp.csr_matrix(
+        (np.ones(len(ev), np.float32), (sessions, ev["item_row"].to_numpy())), shape=(sessions.max() + 1, n_items)
+    )
+    s_i.data[:] = 1.0  # an item counts once per session
+    co = (s_i.T @ s_i).tocsr()
+    inv = sp.diags(1.0 / np.sqrt(np.maximum(co.diagonal(), 1)))
+    co.setdiag(0)
+    co.eliminate_zeros()
+    return (inv @ co @ inv).tocsr().astype(np.float32)
 
 
 def _row_top(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
@@ -178,9 +200,12 @@ class _Sources:
         }
         self.popular = PopularityRecommender(window_days=1).fit(data).ranking_
         self._fit_discounts(ev, age, n_items)
+        self._fit_own_context(ev, purchase, n_users, n_items)
 
         knn = item_knn_similarity("bm25", data.matrix, config.knn_neighbours)
         self.similarity = knn.similarity.tocsr().astype(np.float32)
+        self.cosine = item_knn_similarity("cosine", data.matrix, config.knn_neighbours).similarity.tocsr()
+        self.basket = _session_cooccurrence(ev, n_items)
         self.family = None
         if groups is not None:
             codes = pd.factorize(pd.Series(groups))[0]
@@ -210,6 +235,38 @@ class _Sources:
         last = paid[paid["age"] <= 1].groupby("i")["p"].mean()
         self.discount_1d[last.index] = (last / span["max"].reindex(last.index)).to_numpy()
         self.discount_min[span.index] = (span["min"] / span["max"]).to_numpy()
+
+    def _fit_own_context(self, ev: pd.DataFrame, purchase: np.ndarray, n_users: int, n_items: int) -> None:
+        """Per (shopper, own item): how many items the session of its last event held (one find among many is
+        re-bought less often), and — where the log says where purchases happened — how often a purchase in
+        that channel was bought again later in this log (an online order is re-bought in another size more
+        often than a purchase tried on in a store)."""
+        ev = ev.reset_index(drop=True)
+        u, i = ev["user_row"].to_numpy(), ev["item_row"].to_numpy()
+        session_items = ev.groupby("session_id", observed=True)["item_row"].transform("nunique").to_numpy()
+        last = ev.groupby(["user_row", "item_row"])["timestamp"].idxmax().to_numpy()
+        self.own_session = sp.csr_matrix(
+            (session_items[last].astype(np.float32), (u[last], i[last])), shape=(n_users, n_items)
+        )
+        self.own_rebuy = None
+        if "channel" not in ev or not purchase.any():
+            return
+        bought = ev[purchase].assign(day=ev["timestamp"][purchase].dt.floor("D"))
+        bought = bought[bought["channel"].astype(str) != ""]
+        last_day = bought.groupby(["user_row", "item_row"])["day"].transform("max")
+        open_ = bought["day"] < bought["day"].max()  # a later day exists, so a re-buy could have been seen
+        rebought = (bought["day"] < last_day)[open_]
+        counts = rebought.groupby(bought["channel"][open_].astype(str)).agg(["mean", "size"])
+        rate = counts["mean"][counts["size"] >= 100]  # too few purchases in a channel: leave it unknown
+        if rate.empty:
+            return
+        per_event = bought["channel"].astype(str).map(rate).astype(float)
+        pair = per_event.groupby([bought["user_row"], bought["item_row"]]).mean().dropna()
+        # stored + 1, so that a measured rate of 0 is kept apart from "no own purchase" in the sparse matrix
+        self.own_rebuy = sp.csr_matrix(
+            (pair.to_numpy(np.float32) + 1, (pair.index.get_level_values(0), pair.index.get_level_values(1))),
+            shape=(n_users, n_items),
+        )
 
     def _fit_attributes(self, attributes: pd.DataFrame | None, n_items: int) -> None:
         """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price;
@@ -339,6 +396,8 @@ class _Sources:
             np.asarray(w.sum(axis=1)).ravel(), 1e-12
         )
         own_rel = _relative(own, pu, n)
+        rebuy = at(self.own_rebuy[user_rows]) - 1 if self.own_rebuy is not None else np.full(len(pu), -1.0)
+        rebuy[rebuy < 0] = np.nan  # not an own item, or its channel's rate is unknown
         knn_rel = _relative(at(knn_full), pu, n)
         fam_rel = _relative(at(fam_full), pu, n) if fam_full is not None else np.zeros(len(pu))
         feats = np.column_stack(
@@ -364,6 +423,10 @@ class _Sources:
                 self.discount_1d[pi],
                 self.discount_min[pi],
                 self.log_price[pi],
+                at(self.own_session[user_rows]),
+                rebuy,
+                _relative(at((hist @ self.basket).tocsr()), pu, n),
+                _relative(at((hist @ self.cosine).tocsr()), pu, n),
             ]
         ).astype(np.float32)
         return pu, pi, feats

@@ -13,7 +13,8 @@ Event log columns (one row per shopper action):
 ``timestamp``   ``datetime64[ns, UTC]``
 ==============  ==============================================================
 
-An event log may also carry ``price`` (float, the price paid; NaN where unknown).
+An event log may also carry ``price`` (float, the price paid; NaN where unknown) and ``channel`` (str, where
+the event happened, such as ``online`` or ``store``; empty where unknown).
 
 Catalogue columns: ``item_id`` (str, unique), one str column per conditioning attribute (named in
 ``StoreData.attributes``, e.g. ``class``, ``colour``, ``pattern``), ``price`` (float, may be NaN) and

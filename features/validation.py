@@ -110,7 +110,8 @@ def validate_events(
     """Check an event log read as strings; return the loadable rows typed, and the report.
 
     ``raw`` has the columns user_id, session_id, item_id, event_type, timestamp (strings or already
-    typed values), and optionally price (the price paid; kept as a float, NaN where unreadable).
+    typed values), and optionally price (the price paid; kept as a float, NaN where unreadable) and channel
+    (where the event happened, such as "online" or "store"; kept as a string, empty where unknown).
     ``first_line`` is the source line of the first row (2 for a CSV file with a header).
     Rows with an item that is not in ``known_items`` are rejected: an event must lead to a catalogue item.
     """
@@ -158,6 +159,9 @@ def validate_events(
     if "price" in raw:  # optional: the price paid (H&M); an unreadable or non-positive one is left unknown
         price = pd.to_numeric(raw["price"], errors="coerce").to_numpy(dtype=np.float64)[ok]
         events["price"] = np.where(price > 0, price, np.nan)
+    if "channel" in raw:  # optional: where the event happened (H&M: online or in store)
+        channel = raw["channel"].astype("string").str.strip().fillna("").to_numpy()[ok].astype(str)
+        events["channel"] = pd.Categorical(channel)
     report.rows_loaded = len(events)
     return events, report
 

@@ -10,8 +10,8 @@ purchases on one day form one session; the conditioning attributes are
 ``class`` = product_type_name, ``colour`` = colour_group_name, ``pattern`` = graphical_appearance_name.
 An article's price is the median price it was bought at (NaN if never bought in the loaded logs); each
 event also keeps the price paid, so that a time-split evaluation can take prices from its training period
-alone (``features.split.prices_as_of``). Its product family (``group``) is its product_code (the same
-garment in other colours).
+alone (``features.split.prices_as_of``), and its channel (``online`` or ``store``). An article's product
+family (``group``) is its product_code (the same garment in other colours).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ HM_ATTRIBUTE_COLUMNS: dict[str, str] = {
     "colour": "colour_group_name",
     "pattern": "graphical_appearance_name",
 }
+HM_CHANNELS = {1: "store", 2: "online"}  # sales_channel_id; 1 = store, 2 = online, as in SOURCE.md
 
 
 def _image_names(path: Path) -> set[str]:
@@ -82,6 +83,8 @@ def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> Store
     )
     if "price" in tx:
         raw_ev["price"] = tx["price"]
+    if "sales_channel_id" in tx:
+        raw_ev["channel"] = tx["sales_channel_id"].map(HM_CHANNELS).astype("string").fillna("")
     # An unparsable date leaves session_id empty too; report it under its real cause, the date.
     raw_ev.loc[day.isna(), "session_id"] = tx.loc[day.isna(), "customer_id"].astype("string") + ":?"
     events, ev_report = validate_events(

@@ -151,3 +151,47 @@ def test_sale_features_come_from_the_prices_paid():
     src = _Sources(build_interactions(df.drop(columns="price"), WeightingConfig()), None, None, config, seed=0)
     _, _, x = src.candidates(data.users.transform(["A"]))
     assert np.isnan(x[:, [last, low]]).all()
+
+
+def _channel_log() -> pd.DataFrame:
+    """Online orders are often bought again the next day (another size); store purchases never are."""
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = []
+    for u in range(150):
+        rows.append((f"on{u}", "x", "online", 0))
+        if u % 2 == 0:
+            rows.append((f"on{u}", "x", "online", 1))
+        rows.append((f"st{u}", "y", "store", 0))
+    # Z: x online and y in store on day 1 in one basket; w alone on day 2 (the log's last day)
+    rows += [("Z", "x", "online", 1), ("Z", "y", "store", 1), ("Z", "w", "store", 2), ("V", "w", "store", 2)]
+    rows.append(("V", "v", "online", 2))
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "channel", "day"])
+    df["timestamp"] = t0 + pd.to_timedelta(df.pop("day"), unit="D")
+    df["event_type"] = "purchase"
+    df["session_id"] = df["user_id"] + ":" + df["timestamp"].dt.strftime("%d")
+    return df
+
+
+def test_own_item_context_and_basket_features():
+    from engine.reranker import FEATURES, _Sources
+
+    df = _channel_log()
+    data = build_interactions(df, WeightingConfig(half_life_days=None))
+    config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=10, als_candidates=0)
+    src = _Sources(data, None, None, config, seed=0)
+    _, pi, x = src.candidates(data.users.transform(["Z"]))
+    feat = dict(zip(data.items.ids_[pi], x, strict=True))
+    rebuy, session = FEATURES.index("own_channel_rebuy"), FEATURES.index("own_session_items")
+    # online purchases before the last day: 150 on day 0 (75 bought again on day 1) and 75 + Z's on day 1
+    assert feat["x"][rebuy] == pytest.approx(75 / 226)
+    assert feat["y"][rebuy] == 0.0  # a measured rate of zero, kept apart from unknown
+    assert np.isnan(feat["v"][rebuy])  # not Z's own item
+    assert feat["x"][session] == feat["y"][session] == 2 and feat["w"][session] == 1
+    # v shares a basket with w (Z's item, V's basket); x and y share none with it
+    basket = FEATURES.index("basket_rel")
+    assert feat["v"][basket] > 0
+
+    # without a channel column the re-buy rate is unknown; the session sizes stay
+    src = _Sources(build_interactions(df.drop(columns="channel"), WeightingConfig()), None, None, config, seed=0)
+    _, pi, x = src.candidates(data.users.transform(["Z"]))
+    assert np.isnan(x[:, rebuy]).all() and (x[:, session] > 0).any()

@@ -42,6 +42,7 @@ def test_reader_maps_the_layout_and_counts_bad_rows(hm_folder):
     assert store.reports["events"].rows_read == 6
     assert set(store.events["event_type"].astype(str)) == {"purchase"}
     assert store.events["price"].tolist() == pytest.approx([0.02, 0.03, 0.012, 0.01])
+    assert store.events["channel"].astype(str).tolist() == ["online", "online", "store", "online"]
 
 
 def test_prices_come_from_the_training_period_only(hm_folder):
