@@ -13,7 +13,9 @@ shopper's own items, the size of the session they were last bought in and — wh
 purchase happened (online, in store) — how often that channel's purchases were bought again; when the
 catalogue has them, how much of the shopper's history shares the candidate's class, colour and pattern, its
 price and how it compares with what the shopper pays; and when the log has the price paid, whether the item
-is on sale (its last-day and lowest price over its highest).
+is on sale (its last-day and lowest price over its highest). Where the log has prices paid, an item's price
+is their median over the sources' own log (so a training window never sees its label days' prices);
+otherwise the catalogue's listed price.
 A bag of LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option).
 They are trained without touching the evaluation period: the sources are fitted on the training log minus
 its last ``label_days``, and the labels are the purchases in those days, for several such windows. For
@@ -222,16 +224,21 @@ class _Sources:
             data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
         )
         self._fit_attributes(attributes, n_items)
+        if self.paid_price is not None:  # prices paid in this log beat the catalogue's: no later days in them
+            self.log_price = np.log(self.paid_price).astype(np.float32)
 
     def _fit_discounts(self, ev: pd.DataFrame, age: np.ndarray, n_items: int) -> None:
         """Where the log has the price paid: an item's mean price on the last day, and its lowest price, each
         over its highest price in the log (a sale shows as < 1; NaN where unknown)."""
         self.discount_1d = np.full(n_items, np.nan, np.float32)
         self.discount_min = np.full(n_items, np.nan, np.float32)
+        self.paid_price = None
         if "price" not in ev or ev["price"].isna().all():
             return
         paid = pd.DataFrame({"i": ev["item_row"].to_numpy(), "p": ev["price"].to_numpy(), "age": age}).dropna()
-        span = paid.groupby("i")["p"].agg(["min", "max"])
+        span = paid.groupby("i")["p"].agg(["min", "max", "median"])
+        self.paid_price = np.full(n_items, np.nan)
+        self.paid_price[span.index] = span["median"].to_numpy()
         last = paid[paid["age"] <= 1].groupby("i")["p"].mean()
         self.discount_1d[last.index] = (last / span["max"].reindex(last.index)).to_numpy()
         self.discount_min[span.index] = (span["min"] / span["max"]).to_numpy()

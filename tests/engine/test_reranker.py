@@ -139,9 +139,13 @@ def test_sale_features_come_from_the_prices_paid():
     df.loc[(df["item_id"] == "d3") & (df["timestamp"] == df["timestamp"].max()), "price"] = 20.0
     data = build_interactions(df, WeightingConfig(half_life_days=None))
     config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=0, als_candidates=0)
-    src = _Sources(data, None, attrs.reindex(data.items.ids_), config, seed=0)
+    listed = attrs.assign(price=99.0)  # a catalogue price that the log's own prices paid must override
+    src = _Sources(data, None, listed.reindex(data.items.ids_), config, seed=0)
     _, pi, x = src.candidates(data.users.transform(["A"]))
     feat = dict(zip(data.items.ids_[pi], x, strict=True))
+    price = FEATURES.index("log_price")
+    assert feat["d3"][price] == pytest.approx(np.log(40.0))  # median of 40, 40 and 20
+    assert feat["d1"][price] == pytest.approx(np.log(10.0))
     last, low = FEATURES.index("discount_1d"), FEATURES.index("discount_min")
     assert feat["d3"][last] == pytest.approx(0.5) and feat["d3"][low] == pytest.approx(0.5)
     assert feat["d1"][low] == pytest.approx(1.0)  # one price only: never discounted
