@@ -118,13 +118,18 @@ class RerankerConfig:
             raise ValueError("label_days must be >= 1 and candidate counts >= 0")
 
 
-def _session_cooccurrence(ev: pd.DataFrame, n_items: int) -> sp.csr_matrix:
-    """Item-item cosine over sessions (H&M: a shopper's purchases of one day): items that share baskets."""
+def _session_cooccurrence(ev: pd.DataFrame, n_items: int, max_items: int = 50) -> sp.csr_matrix:
+    """Item-item cosine over sessions (H&M: a shopper's purchases of one day): items that share baskets.
+
+    Sessions with more than ``max_items`` distinct items are left out: a session of n items adds n² pairs,
+    and a browsing spree says little about which items go together (none in H&M's week or the demo store).
+    """
     sessions = pd.factorize(ev["session_id"])[0]
     s_i = sp.csr_matrix(
         (np.ones(len(ev), np.float32), (sessions, ev["item_row"].to_numpy())), shape=(sessions.max() + 1, n_items)
     )
     s_i.data[:] = 1.0  # an item counts once per session
+    s_i = s_i[np.diff(s_i.indptr) <= max_items]
     co = (s_i.T @ s_i).tocsr()
     inv = sp.diags(1.0 / np.sqrt(np.maximum(co.diagonal(), 1)))
     co.setdiag(0)

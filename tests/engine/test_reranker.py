@@ -199,3 +199,19 @@ def test_own_item_context_and_basket_features():
     src = _Sources(build_interactions(df.drop(columns="channel"), WeightingConfig()), None, None, config, seed=0)
     _, pi, x = src.candidates(data.users.transform(["Z"]))
     assert np.isnan(x[:, rebuy]).all() and (x[:, session] > 0).any()
+
+
+def test_session_cooccurrence_links_basket_items_and_skips_sprees():
+    from engine.reranker import _session_cooccurrence
+
+    ev = pd.DataFrame(
+        {
+            "session_id": ["s1", "s1", "s2", "s2", "s3", "s3", "s3"],
+            "item_row": [0, 1, 0, 1, 2, 3, 4],
+        }
+    )
+    co = _session_cooccurrence(ev, 5, max_items=2).toarray()
+    assert co[0, 1] == co[1, 0] == pytest.approx(1.0)  # always bought together
+    assert co[0, 0] == 0  # an item is not its own neighbour
+    assert not co[2:, 2:].any()  # s3 has three items, over the cap: left out
+    assert _session_cooccurrence(ev, 5, max_items=3)[2, 3] > 0
