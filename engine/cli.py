@@ -128,6 +128,7 @@ def _cmd_evaluate_sessions(args: argparse.Namespace) -> int:
         test_days=args.test_days,
         k=args.k,
         seed=args.seed,
+        session_weights=tuple(args.session_weights),
         show_progress=not args.no_progress,
     )
     print(render(report))
@@ -354,6 +355,18 @@ def _simulate_http(args: argparse.Namespace) -> int:
     return 0 if summary.passed else 1
 
 
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, such as 0,1,2,5; got {text!r}"
+        ) from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative numbers separated by commas; got {text!r}")
+    return values
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitrine", description="Personalised product imagery.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -418,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     ses.add_argument("--test-days", type=int, default=1)
     ses.add_argument("--k", type=int, default=12)
     ses.add_argument("--seed", type=int, default=0)
+    ses.add_argument(
+        "--session-weights",
+        type=_float_list,
+        default=(),
+        metavar="W,W,...",
+        help="with --data: MAP@K of known shoppers when their last session counts W× against their history",
+    )
     ses.add_argument("--out", help="JSON report path")
     ses.add_argument("--no-progress", action="store_true")
     ses.set_defaults(func=_cmd_evaluate_sessions)

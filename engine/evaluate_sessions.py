@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from PIL import Image
@@ -33,7 +34,7 @@ from engine.evaluate import _judge
 from engine.personaliser import Personaliser
 from engine.ranking import build_task, ranking_metrics, top_k
 from engine.recommenders import build_interactions
-from engine.sessions import SessionEvent
+from engine.sessions import SessionEvent, with_session
 from engine.train_embeddings import fit_embeddings
 from features.readers import read_store
 from features.split import time_split
@@ -163,6 +164,59 @@ def fold_in_against_training(
     }
 
 
+def session_weight_study(
+    events: pd.DataFrame,
+    *,
+    weights: tuple[float, ...] = (0, 1, 2, 5, 10, 20),
+    test_days: int = 1,
+    k: int = 12,
+    config: EmbeddingConfig | None = None,
+    half_life_days: float | None = 21.0,
+    seed: int = 0,
+) -> dict:
+    """How much a known shopper's latest session should count against their history, judged on purchases.
+
+    The test period is left out. ALS is trained on the log up to the day before the ``test_days`` days that
+    precede it; that last day is each shopper's "session", folded onto their trained history at each weight
+    in ``weights`` (0: history alone); MAP@K is measured on their purchases in those ``test_days`` days.
+    """
+    from engine.evaluate_recommenders import validation_splits
+
+    config = config or EmbeddingConfig(factors=64)
+    weighting = WeightingConfig(half_life_days=half_life_days)
+    target = validation_splits(events, test_days=test_days, periods=1)[0]
+    history = time_split(target.train, test_days=1)
+    data = build_interactions(history.train, weighting)
+    model = fit_embeddings(data.matrix, data.users.ids_, data.items.ids_, config, seed=seed, show_progress=False)
+    task = build_task(target.test, data.users.index_, data.items.index_)
+    session = history.test
+    s_user = data.users.transform(session["user_id"])
+    s_item = data.items.transform(session["item_id"])
+    s_strength = session["event_type"].astype(str).map(weighting.type_weights).fillna(0.0).to_numpy(float)
+    ok = (s_user >= 0) & (s_item >= 0)
+    by_user = {u: np.flatnonzero(ok & (s_user == u)) for u in np.unique(s_user[ok])}
+    chosen = [j for j, u in enumerate(task.user_rows) if u in by_user]
+    if not chosen:
+        raise ValueError(f"no shopper has a history, a session on {history.cutoff:%Y-%m-%d} and a purchase after it")
+    rows = task.user_rows[chosen]
+    relevant = [task.relevant[j] for j in chosen]
+    results = {}
+    for w in weights:
+        vectors = np.empty((len(rows), model.dim), dtype=np.float32)
+        for j, u in enumerate(rows):
+            h, e = data.matrix[u], by_user[u]
+            items, strengths = with_session(h.indices, h.data, s_item[e], s_strength[e], session_weight=w)
+            vectors[j] = model.fold_in(items, strengths)
+        results[str(w)] = ranking_metrics(top_k(vectors @ model.item_factors.T, k), relevant, n_items=task.n_items)
+    return {
+        "session_day": history.cutoff.isoformat(),
+        "target_from": target.cutoff.isoformat(),
+        "k": k,
+        "shoppers": len(rows),
+        "by_weight": results,
+    }
+
+
 def render(report: dict) -> str:
     lines = []
     if "session_response" in report:
@@ -190,6 +244,15 @@ def render(report: dict) -> str:
             f"  fold-in keeps {r['map_ratio']:.1%} of MAP@{r['k']}; fold-in p50 {r['fold_in_ms_p50']:.2f} ms,"
             f" p99 {r['fold_in_ms_p99']:.2f} ms"
         )
+    if "session_weight" in report:
+        r = report["session_weight"]
+        k = r["k"]
+        lines.append(
+            f"session weight against history ({r['shoppers']} shoppers; session {r['session_day'][:10]}, "
+            f"purchases from {r['target_from'][:10]}; the test period left out):"
+        )
+        for w, m in r["by_weight"].items():
+            lines.append(f"  session x{w:<5} MAP@{k} {m[f'map@{k}']:.4f}  recall@{k} {m[f'recall@{k}']:.4f}")
     return "\n".join(lines)
 
 
@@ -202,9 +265,11 @@ def evaluate_sessions(
     test_days: int = 1,
     k: int = 12,
     seed: int = 0,
+    session_weights: tuple[float, ...] = (),
     show_progress: bool = True,
 ) -> dict:
-    """Run what the arguments allow: session response with a bundle, fold-in vs training with a log."""
+    """Run what the arguments allow: session response with a bundle, fold-in vs training with a log, and
+    with ``session_weights`` a log, the session-weight study."""
     if artifacts is None and data_path is None:
         raise ValueError("give --artifacts (session response) and/or --data (fold-in against training)")
     report: dict = {}
@@ -221,6 +286,10 @@ def evaluate_sessions(
         report["session_response"] = session_response(personaliser, users=users, seed=seed, show_progress=show_progress)
     if data_path is not None:
         report["fold_in"] = fold_in_against_training(data_path, test_days=test_days, k=k, seed=seed)
+        if session_weights:
+            report["session_weight"] = session_weight_study(
+                read_store(data_path).events, weights=session_weights, test_days=test_days, k=k, seed=seed
+            )
     if out is not None:
         write_json(out, report)
         logger.info("session evaluation written to %s", out)

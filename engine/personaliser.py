@@ -55,7 +55,7 @@ import torch
 from PIL import Image
 
 from engine.bundle import Bundle
-from engine.sessions import SessionEvent
+from engine.sessions import SessionEvent, with_session
 
 logger = logging.getLogger(__name__)
 
@@ -408,16 +408,17 @@ class Personaliser:
         rows = emb.item_indices([e.item_id for e in events])
         strength = np.array([weights.get(e.event_type, 0.0) for e in events], dtype=np.float64)
         keep = rows >= 0
-        rows, strength = rows[keep], strength[keep]
         urow = emb.user_index(user_id)
-        if urow >= 0:
-            hist = self.bundle.history[urow]
-            rows = np.concatenate([hist.indices.astype(np.int64), rows])
-            strength = np.concatenate([hist.data.astype(np.float64), strength])
+        hist = self.bundle.history[urow] if urow >= 0 else None
+        rows, strength = with_session(
+            hist.indices if hist is not None else np.empty(0, np.int64),
+            hist.data if hist is not None else np.empty(0),
+            rows[keep],
+            strength[keep],
+        )
         if rows.size == 0:
             return self.user_vector(user_id)
-        uniq, inverse = np.unique(rows, return_inverse=True)
-        return emb.fold_in(uniq, np.bincount(inverse.ravel(), weights=strength))
+        return emb.fold_in(rows, strength)
 
     def condition_distribution(self, user_vector: np.ndarray | None) -> np.ndarray:
         """p(condition | shopper) over ``self.conditions``; popularity when there is no vector."""

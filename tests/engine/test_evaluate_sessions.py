@@ -52,3 +52,48 @@ def test_fold_in_against_training_reports_both_figures_on_the_same_shoppers(demo
 def test_share_outside_the_unit_interval_is_refused(demo_store):
     with pytest.raises(ValueError, match="share"):
         fold_in_against_training(demo_store, share=1.0)
+
+
+def test_with_session_sums_repeats_and_weights_only_the_session():
+    from engine.sessions import with_session
+
+    rows, strengths = with_session(
+        np.array([3, 1]), np.array([1.0, 2.0]), np.array([1, 5, 5]), np.array([0.5, 1.0, 1.0]), session_weight=4
+    )
+    assert rows.tolist() == [1, 3, 5]
+    assert strengths.tolist() == pytest.approx([2.0 + 4 * 0.5, 1.0, 4 * 2.0])
+
+
+def _drifting_log(shoppers: int = 150, seed: int = 0):
+    """Two item clusters; each shopper bought in one for a week, switches in a one-day session, then buys
+    in the new one: the session, not the history, says what comes next."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2026-02-01", tz="UTC")
+    cluster = {0: [f"a{i}" for i in range(5)], 1: [f"b{i}" for i in range(5)]}
+    rows = []
+    for u in range(shoppers):
+        old = int(rng.integers(2))
+        new = old if u % 4 == 0 else 1 - old  # a quarter keep their taste: both clusters are learned
+        for d in range(7):
+            rows += [(f"U{u}", rng.choice(cluster[old]), "purchase", t0 + pd.Timedelta(days=d)) for _ in range(2)]
+        rows += [(f"U{u}", rng.choice(cluster[new]), "view", t0 + pd.Timedelta(days=7)) for _ in range(3)]
+        for d in (8, 9):  # the target day, then the test day (left out)
+            rows += [(f"U{u}", rng.choice(cluster[new]), "purchase", t0 + pd.Timedelta(days=d)) for _ in range(2)]
+    df = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
+    return df.assign(session_id=df["user_id"] + ":" + df["timestamp"].dt.strftime("%d"))
+
+
+def test_session_weight_study_finds_that_a_telling_session_should_count_more():
+    from engine.evaluate_sessions import session_weight_study
+    from models.embeddings import EmbeddingConfig
+
+    report = session_weight_study(
+        _drifting_log(), weights=(0, 1, 20), k=5, config=EmbeddingConfig(factors=8, iterations=10)
+    )
+    assert report["session_day"].startswith("2026-02-08") and report["target_from"].startswith("2026-02-09")
+    assert report["shoppers"] == 150
+    maps = {w: m["map@5"] for w, m in report["by_weight"].items()}
+    assert maps["20"] > maps["1"] + 0.02 and maps["20"] > maps["0"] + 0.02
+    assert "session x20" in render({"session_weight": report})
