@@ -142,13 +142,17 @@ def train_run(
     if model == "gan":
         model_config: GANConfig | VAEConfig = GANConfig(**common, d_width=width)
         train_config: GANTrainConfig | VAETrainConfig = GANTrainConfig(**loop, diffaugment=diffaugment, device=device)
+    else:
+        model_config = VAEConfig(**common, e_width=width)
+        train_config = VAETrainConfig(**loop, device=device)
+    if resume:
+        _check_resume(read_run(out), ds, model, seed, train_config)
+    if model == "gan":
         result = train_gan(images, conds, model_config, train_config, **fit)
         save_module(result.generator_ema.cpu(), model_config, out / "model", "generator_ema")
         aug = result.diffaugment
     else:
         aug = False
-        model_config = VAEConfig(**common, e_width=width)
-        train_config = VAETrainConfig(**loop, device=device)
         result = train_vae(images, conds, model_config, train_config, **fit)
         save_vae(result.vae.cpu(), out / "model")  # with its encoder, so it can be trained further
     info = {
@@ -182,6 +186,29 @@ def train_run(
         out,
     )
     return info
+
+
+# what a resumed run may change: how long it trains, how often it saves and logs, and where it runs
+RESUMABLE = frozenset({"steps", "max_seconds", "checkpoint_every", "log_every", "device"})
+
+
+def _check_resume(previous: dict, ds: ImageDataset, model: str, seed: int, train_config) -> None:
+    """Refuse to continue a run on other data, another model or other training settings (the model's own
+    architecture is checked against the checkpoint by the trainer)."""
+    now = {"dataset": ds.name, "rule": ds.rule, "model": model, "seed": seed}
+    differs = [f"{k} ({previous.get(k)!r} → {v!r})" for k, v in now.items() if previous.get(k) != v]
+    settings = config_to_dict(train_config)
+    differs += [
+        f"train_config.{k} ({previous['train_config'].get(k)!r} → {v!r})"
+        for k, v in settings.items()
+        if k not in RESUMABLE and previous.get("train_config", {}).get(k) != v
+    ]
+    if differs:
+        raise ValueError(
+            "--resume would continue the run with other settings: " + ", ".join(differs) + ". Resume with the "
+            "run's own settings (only steps, seconds, checkpointing, logging and device may change), or start a "
+            "new run in another folder."
+        )
 
 
 def read_run(run: Path) -> dict:

@@ -178,6 +178,19 @@ def test_train_run_refuses_a_resume_without_a_run_and_an_unknown_model(ds, tmp_p
         tiny_run(ds, tmp_path, "diffusion")
 
 
+def test_resume_refuses_other_data_seed_or_training_settings(ds, tmp_path):
+    tiny_run(ds, tmp_path, steps=2, seed=2)
+    before = (tmp_path / "run.json").read_text()
+    with pytest.raises(ValueError, match=r"seed \(2 → 3\)"):
+        tiny_run(ds, tmp_path, steps=4, seed=3, resume=True)
+    with pytest.raises(ValueError, match=r"train_config\.batch_size \(8 → 16\)"):
+        train_run(ds, tmp_path, steps=4, batch_size=16, width=8, seed=2, resume=True, show_progress=False)
+    with pytest.raises(ValueError, match="model"):
+        tiny_run(ds, tmp_path, "vae", steps=4, seed=2, resume=True)
+    assert (tmp_path / "run.json").read_text() == before  # a refused resume leaves the run as it was
+    assert tiny_run(ds, tmp_path, steps=4, seed=2, resume=True)["steps"] == 4  # more steps: allowed
+
+
 def test_read_run_refuses_other_schemas(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a generator run"):
         read_run(tmp_path)
