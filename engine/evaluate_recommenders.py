@@ -52,8 +52,7 @@ def recommender_suite(catalogue, weighting: WeightingConfig, test_days: int, see
         ItemKNNRecommender("bm25", recent()),
         RerankRecommender(
             RerankerConfig(label_days=test_days),
-            item_groups=catalogue.get("group"),
-            item_attributes=catalogue,
+            catalogue=catalogue,
             weighting=weighting,
             seed=seed,
         ),

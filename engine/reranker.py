@@ -463,14 +463,13 @@ class RerankRecommender:
         self,
         config: RerankerConfig | None = None,
         *,
-        item_groups: pd.Series | None = None,
-        item_attributes: pd.DataFrame | None = None,
+        catalogue: pd.DataFrame | None = None,
         weighting: WeightingConfig | None = None,
         seed: int = 0,
     ) -> None:
         self.config = config or RerankerConfig()
-        self.item_groups = item_groups  # item_id -> product family id ("" when unknown)
-        self.item_attributes = item_attributes  # item_id -> class, colour, pattern, price (any may be missing)
+        # indexed by item_id; any of group (product family, "" when unknown), class, colour, pattern and price
+        self.catalogue = catalogue
         weighting = weighting or WeightingConfig()
         if self.config.half_life_days is not None:
             weighting = replace(weighting, half_life_days=self.config.half_life_days)
@@ -478,15 +477,15 @@ class RerankRecommender:
         self.seed = seed
 
     def _groups(self, data: Interactions) -> np.ndarray | None:
-        if self.item_groups is None:
+        if self.catalogue is None or "group" not in self.catalogue:
             return None
-        g = self.item_groups.reindex(data.items.ids_).fillna("").astype(str).to_numpy()
+        g = self.catalogue["group"].reindex(data.items.ids_).fillna("").astype(str).to_numpy()
         return g if (g != "").any() else None
 
     def _attributes(self, data: Interactions) -> pd.DataFrame | None:
-        if self.item_attributes is None:
+        if self.catalogue is None:
             return None
-        return self.item_attributes.reindex(data.items.ids_)
+        return self.catalogue.reindex(data.items.ids_)
 
     def _sources(self, data: Interactions) -> _Sources:
         return _Sources(data, self._groups(data), self._attributes(data), self.config, self.seed)

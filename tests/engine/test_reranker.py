@@ -40,7 +40,7 @@ def test_reranker_learns_that_shoppers_buy_the_other_colours_of_their_product():
     train, test = df[df["timestamp"] < test_day], df[df["timestamp"] == test_day]
     data = build_interactions(train, WeightingConfig())
     rec = RerankRecommender(
-        RerankerConfig(label_windows=3, als_candidates=5, knn_candidates=5), item_groups=groups
+        RerankerConfig(label_windows=3, als_candidates=5, knn_candidates=5), catalogue=groups.to_frame("group")
     ).fit(data)
     assert rec.model_ is not None and rec.train_positives_ > 0
     users = test["user_id"].unique()
@@ -58,7 +58,7 @@ def test_reranker_learns_that_shoppers_buy_the_other_colours_of_their_product():
 def test_unseen_shoppers_get_recent_best_sellers():
     df, groups = family_log(days=4, users=30)
     data = build_interactions(df, WeightingConfig())
-    rec = RerankRecommender(RerankerConfig(label_windows=1), item_groups=groups).fit(data)
+    rec = RerankRecommender(RerankerConfig(label_windows=1), catalogue=groups.to_frame("group")).fit(data)
     top = rec.recommend(np.array([-1, -1]), 3)
     assert (top[0] == top[1]).all() and (top[0] == rec.sources_.popular[:3]).all()
 
