@@ -132,10 +132,7 @@ def similar_items(
     out = [_nearest(personaliser, item_id, 1.0)]
     if k < 2 or rows.size == 0:
         return out
-    try:
-        vector = retriever.index.reconstruct(int(rows[0]))[None, :]
-    except RuntimeError:  # an index without a direct map (IVF) cannot give a vector back
-        return out + _same_condition(personaliser, item_id, k - 1)
+    vector = retriever.stored_vector(int(rows[0]))[None, :]
     # a class filter discards neighbours, so look further (the index is exact or well calibrated either way)
     depth = k + 1 if classes is None else 10 * (k + 1)
     sims, found = retriever.index.search(vector, min(depth, retriever.index.ntotal))
@@ -149,18 +146,6 @@ def similar_items(
         if len(out) == k:
             break
     return out
-
-
-def _same_condition(personaliser: Personaliser, item_id: str, k: int) -> list[NearestItem]:
-    """The k most popular other items with the same condition (similarity reported as 1: same attributes)."""
-    catalogue = personaliser.bundle.catalogue
-    codes = personaliser.bundle.codes
-    ids = catalogue["item_id"].to_numpy(dtype=str)
-    row = int(np.flatnonzero(ids == item_id)[0])
-    same = np.flatnonzero((codes == codes[row]).all(axis=1) & catalogue["has_image"].to_numpy(dtype=bool))
-    same = same[same != row]
-    same = same[np.argsort(-catalogue["popularity"].to_numpy(dtype=np.float64)[same], kind="stable")][:k]
-    return [_nearest(personaliser, str(ids[r]), 1.0) for r in same]
 
 
 def _nearest(personaliser: Personaliser, item_id: str, similarity: float) -> NearestItem:

@@ -119,6 +119,10 @@ class FaissRetriever:
         self.config = config
         self.index = index
         self.item_ids = np.asarray(item_ids, dtype=str)
+        if isinstance(index, faiss.IndexIVF) and not index.direct_map.type:
+            # an inverted file gives stored vectors back only through a row -> list map: build it once, here,
+            # not lazily under concurrent requests (one int64 per item)
+            index.make_direct_map()
 
     @property
     def dim(self) -> int:
@@ -159,9 +163,11 @@ class FaissRetriever:
 
     def stored_vectors(self) -> np.ndarray:
         """(n_items, d): every item's vector as stored (prepared: unit length for cosine)."""
-        if isinstance(self.index, faiss.IndexIVF) and not self.index.direct_map.type:
-            self.index.make_direct_map()
         return self.index.reconstruct_n(0, self.index.ntotal)
+
+    def stored_vector(self, row: int) -> np.ndarray:
+        """(d,): one item's vector as stored, the query that finds its nearest items."""
+        return self.index.reconstruct(int(row))
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

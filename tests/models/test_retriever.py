@@ -63,3 +63,13 @@ def test_query_of_wrong_dimension_is_refused():
     r = FaissRetriever.build(clustered(10, 8, 2, 0), np.arange(10).astype(str))
     with pytest.raises(ValueError, match="dimensions"):
         r.search(np.zeros((1, 4), dtype=np.float32), 1)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "hnsw"])
+def test_every_index_type_gives_stored_vectors_back_also_after_loading(index_type, tmp_path):
+    x = clustered(2000, 16, 20, seed=4)
+    r = FaissRetriever.build(x, np.arange(len(x)).astype(str), RetrieverConfig(index_type=index_type))
+    r.save(tmp_path)
+    back = FaissRetriever.load(tmp_path)  # a loaded inverted file has no row map until the retriever builds one
+    np.testing.assert_allclose(back.stored_vector(7), x[7], atol=1e-6)
+    np.testing.assert_allclose(back.stored_vectors()[[0, 1999]], x[[0, 1999]], atol=1e-6)
