@@ -28,7 +28,7 @@ from engine.recommenders import (
 )
 from engine.reranker import RerankerConfig, RerankRecommender
 from features.readers import read_store
-from features.split import TimeSplit, prices_as_of, time_split
+from features.split import TimeSplit, prices_as_of, time_split, validation_splits
 from features.weighting import WeightingConfig
 from models._io import write_json
 from models.embeddings import EmbeddingConfig
@@ -103,29 +103,6 @@ def score_split(
             - 1.0,
         },
     }
-
-
-def validation_splits(events: pd.DataFrame, *, test_days: int, periods: int) -> list[TimeSplit]:
-    """``periods`` splits cut from before the test period, latest first; the test period itself is dropped.
-
-    Split j holds out the ``test_days`` days that end where split j - 1's held-out days begin, and trains on
-    everything before them, so model choices can be judged without ever scoring the test period.
-    """
-    if periods < 1:
-        raise ValueError(f"validation periods must be >= 1; got {periods}")
-    before = time_split(events, test_days=test_days).train
-    splits = []
-    for j in range(periods):
-        try:
-            split = time_split(before, test_days=test_days)
-        except ValueError as err:
-            raise ValueError(
-                f"the log is too short for {periods} validation periods of {test_days} day(s) before the test "
-                f"period: period {j + 1} has no training or no held-out events ({err})"
-            ) from None
-        splits.append(split)
-        before = split.train
-    return splits
 
 
 def evaluate_recommenders(

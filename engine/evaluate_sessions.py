@@ -37,7 +37,7 @@ from engine.recommenders import build_interactions
 from engine.sessions import SessionEvent, with_session
 from engine.train_embeddings import fit_embeddings
 from features.readers import read_store
-from features.split import time_split
+from features.split import time_split, validation_splits
 from features.weighting import WeightingConfig
 from models._io import write_json
 from models.embeddings import EmbeddingConfig
@@ -180,8 +180,6 @@ def session_weight_study(
     precede it; that last day is each shopper's "session", folded onto their trained history at each weight
     in ``weights`` (0: history alone); MAP@K is measured on their purchases in those ``test_days`` days.
     """
-    from engine.evaluate_recommenders import validation_splits
-
     config = config or EmbeddingConfig(factors=64)
     weighting = WeightingConfig(half_life_days=half_life_days)
     target = validation_splits(events, test_days=test_days, periods=1)[0]
@@ -194,7 +192,8 @@ def session_weight_study(
     s_item = data.items.transform(session["item_id"])
     s_strength = session["event_type"].astype(str).map(weighting.type_weights).fillna(0.0).to_numpy(float)
     ok = (s_user >= 0) & (s_item >= 0)
-    by_user = {u: np.flatnonzero(ok & (s_user == u)) for u in np.unique(s_user[ok])}
+    kept = np.flatnonzero(ok)
+    by_user = {u: kept[at] for u, at in pd.Series(s_user[ok]).groupby(s_user[ok]).indices.items()}
     chosen = [j for j, u in enumerate(task.user_rows) if u in by_user]
     if not chosen:
         raise ValueError(f"no shopper has a history, a session on {history.cutoff:%Y-%m-%d} and a purchase after it")

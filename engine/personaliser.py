@@ -409,13 +409,12 @@ class Personaliser:
         strength = np.array([weights.get(e.event_type, 0.0) for e in events], dtype=np.float64)
         keep = rows >= 0
         urow = emb.user_index(user_id)
-        hist = self.bundle.history[urow] if urow >= 0 else None
-        rows, strength = with_session(
-            hist.indices if hist is not None else np.empty(0, np.int64),
-            hist.data if hist is not None else np.empty(0),
-            rows[keep],
-            strength[keep],
-        )
+        if urow >= 0:
+            hist = self.bundle.history[urow]
+            hist_rows, hist_strength = hist.indices, hist.data
+        else:
+            hist_rows, hist_strength = np.empty(0, np.int64), np.empty(0)
+        rows, strength = with_session(hist_rows, hist_strength, rows[keep], strength[keep])
         if rows.size == 0:
             return self.user_vector(user_id)
         return emb.fold_in(rows, strength)

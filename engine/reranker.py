@@ -229,8 +229,6 @@ class _Sources:
             data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
         )
         self._fit_attributes(attributes, n_items)
-        if self.paid_price is not None:  # prices paid in this log beat the catalogue's: no later days in them
-            self.log_price = np.log(self.paid_price).astype(np.float32)
 
     def _fit_discounts(self, ev: pd.DataFrame, age: np.ndarray, n_items: int) -> None:
         """Where the log has the price paid: an item's mean price on the last day, and its lowest price, each
@@ -281,11 +279,14 @@ class _Sources:
         )
 
     def _fit_attributes(self, attributes: pd.DataFrame | None, n_items: int) -> None:
-        """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price;
-        its sales rank within its class."""
+        """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price
+        (the median paid in this log where it has prices paid, else the catalogue's); its sales rank within its
+        class."""
         self.codes: dict[str, np.ndarray] = {}
         self.onehots: dict[str, sp.csr_matrix] = {}  # (items, values) per attribute
         self.log_price = np.full(n_items, np.nan, np.float32)
+        if self.paid_price is not None:  # prices paid in this log beat the catalogue's: no later days in them
+            self.log_price = np.log(self.paid_price).astype(np.float32)
         self.class_rank = np.full(n_items, np.nan, np.float32)
         if attributes is None:
             return
@@ -303,7 +304,7 @@ class _Sources:
             self.onehots[col] = sp.csr_matrix(
                 (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
             )
-        if "price" in attributes:
+        if "price" in attributes and self.paid_price is None:
             price = pd.to_numeric(attributes["price"], errors="coerce").to_numpy(dtype=np.float64)
             self.log_price = np.log(np.where(price > 0, price, np.nan)).astype(np.float32)
         if "class" in self.codes:

@@ -50,6 +50,29 @@ def time_split(events: pd.DataFrame, *, cutoff: pd.Timestamp | None = None, test
     return TimeSplit(train=train.reset_index(drop=True), test=test.reset_index(drop=True), cutoff=cutoff)
 
 
+def validation_splits(events: pd.DataFrame, *, test_days: int, periods: int) -> list[TimeSplit]:
+    """``periods`` splits cut from before the test period, latest first; the test period itself is dropped.
+
+    Split j holds out the ``test_days`` days that end where split j - 1's held-out days begin, and trains on
+    everything before them, so model choices can be judged without ever scoring the test period.
+    """
+    if periods < 1:
+        raise ValueError(f"validation periods must be >= 1; got {periods}")
+    before = time_split(events, test_days=test_days).train
+    splits = []
+    for j in range(periods):
+        try:
+            split = time_split(before, test_days=test_days)
+        except ValueError as err:
+            raise ValueError(
+                f"the log is too short for {periods} validation periods of {test_days} day(s) before the test "
+                f"period: period {j + 1} has no training or no held-out events ({err})"
+            ) from None
+        splits.append(split)
+        before = split.train
+    return splits
+
+
 def prices_as_of(catalogue: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
     """The catalogue with each item's price taken from the training events alone, where events carry prices.
 

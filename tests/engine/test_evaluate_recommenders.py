@@ -3,9 +3,10 @@
 import pandas as pd
 import pytest
 
-from engine.evaluate_recommenders import evaluate_recommenders, render, validation_splits
+from engine.evaluate_recommenders import evaluate_recommenders, render
 from engine.recommenders import ItemKNNRecommender, PopularityRecommender, RepurchaseRecommender
 from engine.reranker import RerankerConfig, RerankRecommender
+from features.split import validation_splits
 
 
 def daily_log(days: int) -> pd.DataFrame:
