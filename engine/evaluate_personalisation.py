@@ -34,6 +34,7 @@ from engine.classifier_training import predict
 from engine.config import TrainConfig, build_config
 from engine.generator_eval import embed_images, frechet_distance
 from engine.personaliser import Personaliser, PersonaliserConfig, stable_seed
+from engine.ranking import paired_ratio_ci
 from engine.recommenders import build_interactions
 from engine.registry import ArtifactRegistry
 from engine.train_embeddings import fit_embeddings
@@ -278,20 +279,9 @@ def grounded_recall(
     out["users"] = len(sample)
     out["mean_k"] = float(np.mean(sizes))
     out["ratio_to_top_k"] = out["grounded"] / out["top_k"] if out["top_k"] > 0 else float("nan")
-    out["ratio_ci95"] = _paired_ratio_ci(np.array(rows["grounded"]), np.array(rows["top_k"]), seed=seed)
+    out["ratio_ci95"] = paired_ratio_ci(np.array(rows["grounded"]), np.array(rows["top_k"]), seed=seed)
     out["mean_item_similarity"] = float(np.mean(likeness))  # cosine, image features of image and its items
     return out
-
-
-def _paired_ratio_ci(a: np.ndarray, b: np.ndarray, *, seed: int, draws: int = 2000) -> list[float]:
-    """95% bootstrap interval of mean(a) / mean(b), resampling shoppers (each keeps their own pair)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), (draws, len(a)))
-    den = b[idx].mean(axis=1)
-    ratios = a[idx].mean(axis=1)[den > 0] / den[den > 0]
-    if len(ratios) == 0:
-        return [float("nan"), float("nan")]
-    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
 def held_out_days(events, buyers: int, *, max_days: int = 14) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from engine.ranking import build_task, evaluate
+from engine.ranking import build_task, paired_ratio_ci, per_user_metrics, recommend_all, task_metrics
 from engine.recommenders import (
     FactorRecommender,
     ItemKNNRecommender,
@@ -75,12 +75,15 @@ def score_split(
     data = build_interactions(split.train, weighting)
     task = build_task(split.test, data.users.index_, data.items.index_)
     priced = prices_as_of(catalogue, split.train).set_index("item_id")
-    results = {}
+    results, warm_ap = {}, {}
+    relevant_warm = [r for r, w in zip(task.relevant, task.warm, strict=True) if w]
     for rec in tqdm(suite(priced, weighting, test_days, seed), desc="recommenders", disable=not show_progress):
         started = time.perf_counter()
         rec.fit(data)
         fitted = time.perf_counter() - started
-        metrics = evaluate(rec.recommend, task, k)
+        top = recommend_all(rec.recommend, task, k)
+        metrics = task_metrics(top, task)
+        warm_ap[rec.name] = per_user_metrics(top[task.warm], relevant_warm)["ap"]
         results[rec.name] = {
             **metrics,
             "fit_seconds": round(fitted, 1),
@@ -92,6 +95,8 @@ def score_split(
     vitrine = RerankRecommender.name
     baselines = {n: r for n, r in results.items() if n != vitrine}
     best_warm = max(baselines, key=lambda n: baselines[n]["warm"][f"map@{k}"])
+    # one day's shoppers are a sample: how far the gain could move with another sample of them
+    ratio_ci = paired_ratio_ci(warm_ap[vitrine], warm_ap[best_warm], seed=seed)
     return {
         "split": split.describe(),
         "warm_users": int(task.warm.sum()),
@@ -101,6 +106,7 @@ def score_split(
             "baseline": best_warm,
             "relative_gain": results[vitrine]["warm"][f"map@{k}"] / max(baselines[best_warm]["warm"][f"map@{k}"], 1e-12)
             - 1.0,
+            "relative_gain_ci95": [r - 1.0 for r in ratio_ci],
         },
     }
 
@@ -179,5 +185,9 @@ def _render_split(report: dict, period: str) -> str:
             f"{r['fit_seconds']:>7.1f}"
         )
     g = report["vitrine_vs_best_warm_baseline"]
-    lines.append(f"  Vitrine vs best warm baseline ({g['baseline']}): {g['relative_gain']:+.1%}")
+    low, high = g["relative_gain_ci95"]
+    lines.append(
+        f"  Vitrine vs best warm baseline ({g['baseline']}): {g['relative_gain']:+.1%} "
+        f"(95% interval over shoppers, paired bootstrap: {low:+.1%} to {high:+.1%})"
+    )
     return "\n".join(lines)

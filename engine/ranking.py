@@ -50,8 +50,8 @@ def build_task(
     return RankingTask(user_rows=user_index.get_indexer(users), relevant=relevant, n_items=len(item_index))
 
 
-def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], *, n_items: int) -> dict[str, float]:
-    """Metrics of (U, K) recommended item rows against per-user relevant rows."""
+def per_user_metrics(top: np.ndarray, relevant: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Each user's recall, NDCG and average precision at K = top.shape[1]: (U,) arrays."""
     k = top.shape[1]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
     recall, ndcg, ap = np.zeros(len(top)), np.zeros(len(top)), np.zeros(len(top))
@@ -63,21 +63,32 @@ def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], *, n_items: int
         ndcg[u] = (hits * discounts).sum() / discounts[:denom].sum()
         precision_at = np.cumsum(hits) / np.arange(1, k + 1)
         ap[u] = (precision_at * hits).sum() / denom
+    return {"recall": recall, "ndcg": ndcg, "ap": ap}
+
+
+def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], *, n_items: int) -> dict[str, float]:
+    """Metrics of (U, K) recommended item rows against per-user relevant rows."""
+    k = top.shape[1]
+    per_user = per_user_metrics(top, relevant)
     valid = top[top >= 0]
     return {
-        f"recall@{k}": float(recall.mean()),
-        f"ndcg@{k}": float(ndcg.mean()),
-        f"map@{k}": float(ap.mean()),
+        f"recall@{k}": float(per_user["recall"].mean()),
+        f"ndcg@{k}": float(per_user["ndcg"].mean()),
+        f"map@{k}": float(per_user["ap"].mean()),
         "coverage": float(len(np.unique(valid)) / n_items) if n_items else 0.0,
         "users": len(top),
     }
 
 
-def evaluate(recommend: RecommendFn, task: RankingTask, k: int, *, batch_size: int = 2048) -> dict[str, dict]:
-    """Metrics over warm users (seen in training) and over all test users."""
-    top = np.concatenate(
+def recommend_all(recommend: RecommendFn, task: RankingTask, k: int, *, batch_size: int = 2048) -> np.ndarray:
+    """(U, k) recommended item rows for every test user of ``task``, in batches."""
+    return np.concatenate(
         [recommend(task.user_rows[s : s + batch_size], k) for s in range(0, len(task.user_rows), batch_size)]
     )[:, :k]
+
+
+def task_metrics(top: np.ndarray, task: RankingTask) -> dict[str, dict]:
+    """Metrics of ``recommend_all``'s output over warm users (seen in training) and over all test users."""
     warm = task.warm
     return {
         "warm": ranking_metrics(
@@ -85,6 +96,22 @@ def evaluate(recommend: RecommendFn, task: RankingTask, k: int, *, batch_size: i
         ),
         "all": ranking_metrics(top, task.relevant, n_items=task.n_items),
     }
+
+
+def evaluate(recommend: RecommendFn, task: RankingTask, k: int, *, batch_size: int = 2048) -> dict[str, dict]:
+    """Metrics over warm users (seen in training) and over all test users."""
+    return task_metrics(recommend_all(recommend, task, k, batch_size=batch_size), task)
+
+
+def paired_ratio_ci(a: np.ndarray, b: np.ndarray, *, seed: int, draws: int = 2000) -> list[float]:
+    """95% bootstrap interval of mean(a) / mean(b), resampling users (each keeps their own pair)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (draws, len(a)))
+    den = b[idx].mean(axis=1)
+    ratios = a[idx].mean(axis=1)[den > 0] / den[den > 0]
+    if len(ratios) == 0:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

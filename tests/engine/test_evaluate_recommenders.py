@@ -57,4 +57,7 @@ def test_validation_report_scores_each_period_and_never_the_test_period(demo_sto
         names = {"repurchase + popularity (last 1 days)", "item-kNN (bm25)", RerankRecommender.name}
         assert set(period["results"]) == names
         assert period["warm_users"] > 0
+        gain = period["vitrine_vs_best_warm_baseline"]
+        low, high = gain["relative_gain_ci95"]
+        assert low <= gain["relative_gain"] <= high
     assert "the test period was not scored" in render(report)
