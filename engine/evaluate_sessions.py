@@ -105,7 +105,7 @@ def session_response(
 
 
 def fold_in_against_training(
-    data_path: Path,
+    events: pd.DataFrame,
     *,
     test_days: int = 1,
     k: int = 12,
@@ -118,8 +118,7 @@ def fold_in_against_training(
     if not 0 < share < 1:
         raise ValueError(f"share must lie in (0, 1); got {share}")
     config = config or EmbeddingConfig(factors=64)
-    store = read_store(data_path)
-    split = time_split(store.events, test_days=test_days)
+    split = time_split(events, test_days=test_days)
     data = build_interactions(split.train, WeightingConfig(half_life_days=half_life_days))
     task = build_task(split.test, data.users.index_, data.items.index_)
     warm = np.flatnonzero(task.warm)
@@ -149,7 +148,6 @@ def fold_in_against_training(
         fold_seconds.append(time.perf_counter() - t)
     folded = ranking_metrics(top_k(vectors @ without.item_factors.T, k), relevant, n_items=task.n_items)
     return {
-        "data": str(data_path),
         "test_days": test_days,
         "k": k,
         "shoppers": len(rows),
@@ -284,10 +282,12 @@ def evaluate_sessions(
         report["bundle"] = version
         report["session_response"] = session_response(personaliser, users=users, seed=seed, show_progress=show_progress)
     if data_path is not None:
-        report["fold_in"] = fold_in_against_training(data_path, test_days=test_days, k=k, seed=seed)
+        events = read_store(data_path).events  # read once: both studies cut their own periods from it
+        report["data"] = str(data_path)
+        report["fold_in"] = fold_in_against_training(events, test_days=test_days, k=k, seed=seed)
         if session_weights:
             report["session_weight"] = session_weight_study(
-                read_store(data_path).events, weights=session_weights, test_days=test_days, k=k, seed=seed
+                events, weights=session_weights, test_days=test_days, k=k, seed=seed
             )
     if out is not None:
         write_json(out, report)

@@ -6,6 +6,7 @@ import pytest
 from engine.bundle import load_bundle
 from engine.evaluate_sessions import fold_in_against_training, render, session_response
 from engine.personaliser import Personaliser
+from features.readers import read_store
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_a_catalogue_without_enough_items_per_combination_is_refused(personalise
 
 
 def test_fold_in_against_training_reports_both_figures_on_the_same_shoppers(demo_store):
-    report = fold_in_against_training(demo_store, test_days=3, k=10, share=0.5, seed=0)
+    report = fold_in_against_training(read_store(demo_store).events, test_days=3, k=10, share=0.5, seed=0)
     assert report["shoppers"] == max(1, int(report["warm_test_shoppers"] * 0.5))
     for name in ("trained_in", "folded_in"):
         assert report[name]["users"] == report["shoppers"]
@@ -51,7 +52,7 @@ def test_fold_in_against_training_reports_both_figures_on_the_same_shoppers(demo
 
 def test_share_outside_the_unit_interval_is_refused(demo_store):
     with pytest.raises(ValueError, match="share"):
-        fold_in_against_training(demo_store, share=1.0)
+        fold_in_against_training(read_store(demo_store).events, share=1.0)
 
 
 def test_with_session_sums_repeats_and_weights_only_the_session():
