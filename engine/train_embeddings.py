@@ -24,6 +24,7 @@ def _implicit_model(config: EmbeddingConfig, seed: int):
             alpha=config.alpha,
             iterations=config.iterations,
             random_state=seed,
+            num_threads=config.threads,
         )
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -33,6 +34,7 @@ def _implicit_model(config: EmbeddingConfig, seed: int):
         regularization=config.regularization,
         iterations=config.iterations,
         random_state=seed,
+        num_threads=config.threads,
     )
 
 

@@ -35,6 +35,21 @@ def test_checkerboard_held_out_diagonal_is_recommended_first(algorithm):
     assert hits >= 38  # every user's single unseen same-parity item is the diagonal
 
 
+def test_bpr_on_one_thread_gives_the_same_factors_for_a_seed():
+    rng = np.random.default_rng(0)
+    m = sp.random(2000, 500, density=0.02, format="csr", dtype=np.float32, random_state=rng)
+    m.data[:] = 1.0
+    cfg = EmbeddingConfig(algorithm="bpr", factors=16, iterations=20, learning_rate=0.05, threads=1)
+    runs = [fit_embeddings(m, _ids("u", 2000), _ids("i", 500), cfg, seed=7, show_progress=False) for _ in range(2)]
+    np.testing.assert_array_equal(runs[0].item_factors, runs[1].item_factors)
+    np.testing.assert_array_equal(runs[0].user_factors, runs[1].user_factors)
+
+
+def test_thread_count_must_be_a_whole_number_of_threads():
+    with pytest.raises(ValueError, match="threads"):
+        EmbeddingConfig(threads=-1)
+
+
 def test_fold_in_matches_implicit_recalculate_user():
     from implicit.cpu.als import AlternatingLeastSquares
 
