@@ -129,6 +129,7 @@ def _cmd_evaluate_sessions(args: argparse.Namespace) -> int:
         k=args.k,
         seed=args.seed,
         session_weights=tuple(args.session_weights),
+        session_periods=args.session_periods,
         show_progress=not args.no_progress,
     )
     print(render(report))
@@ -437,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=(),
         metavar="W,W,...",
         help="with --data: MAP@K of known shoppers when their last session counts W× against their history",
+    )
+    ses.add_argument(
+        "--session-periods",
+        type=int,
+        default=1,
+        help="with --session-weights: pool the shoppers of N target periods before the test period (default 1)",
     )
     ses.add_argument("--out", help="JSON report path")
     ses.add_argument("--no-progress", action="store_true")

@@ -32,12 +32,12 @@ from tqdm.auto import tqdm
 
 from engine.evaluate import _judge
 from engine.personaliser import Personaliser
-from engine.ranking import build_task, ranking_metrics, top_k
+from engine.ranking import build_task, per_user_metrics, ranking_metrics, top_k
 from engine.recommenders import build_interactions
 from engine.sessions import SessionEvent, with_session
 from engine.train_embeddings import fit_embeddings
 from features.readers import read_store
-from features.split import time_split, validation_splits
+from features.split import TimeSplit, time_split, validation_splits
 from features.weighting import WeightingConfig
 from models._io import write_json
 from models.embeddings import EmbeddingConfig
@@ -167,6 +167,7 @@ def session_weight_study(
     *,
     weights: tuple[float, ...] = (0, 1, 2, 5, 10, 20),
     test_days: int = 1,
+    periods: int = 1,
     k: int = 12,
     config: EmbeddingConfig | None = None,
     half_life_days: float | None = 21.0,
@@ -174,14 +175,60 @@ def session_weight_study(
 ) -> dict:
     """How much a known shopper's latest session should count against their history, judged on purchases.
 
-    The test period is left out. ALS is trained on the log up to the day before the ``test_days`` days that
-    precede it; that last day is each shopper's "session", folded onto their trained history at each weight
-    in ``weights`` (0: history alone); MAP@K is measured on their purchases in those ``test_days`` days.
+    The test period is left out. For each of ``periods`` target periods of ``test_days`` days before it
+    (latest first), ALS is trained on the log up to the day before the target; that last day is each
+    shopper's "session", folded onto their trained history at each weight in ``weights`` (0: history
+    alone), and MAP@K is measured on their purchases in the target. Shoppers of all periods are pooled (one
+    H&M day gives only about 100 with a session the day before).
     """
     config = config or EmbeddingConfig(factors=64)
     weighting = WeightingConfig(half_life_days=half_life_days)
-    target = validation_splits(events, test_days=test_days, periods=1)[0]
-    history = time_split(target.train, test_days=1)
+    pooled: dict[str, list[dict[str, np.ndarray]]] = {str(w): [] for w in weights}
+    described = []
+    for target in validation_splits(events, test_days=test_days, periods=periods):
+        history = time_split(target.train, test_days=1)
+        found = _session_weight_period(
+            history, target, weights=weights, k=k, config=config, weighting=weighting, seed=seed
+        )
+        described.append(
+            {
+                "session_day": history.cutoff.isoformat(),
+                "target_from": target.cutoff.isoformat(),
+                "shoppers": found["shoppers"],
+            }
+        )
+        for w, per_user in found["by_weight"].items():
+            pooled[w].append(per_user)
+    shoppers = sum(p["shoppers"] for p in described)
+    if shoppers == 0:
+        raise ValueError(
+            f"no shopper in {periods} period(s) has a history, a session the day before and a purchase after it"
+        )
+    by_weight = {}
+    for w, parts in pooled.items():
+        joined = {m: np.concatenate([p[m] for p in parts]) for m in ("recall", "ndcg", "ap")}
+        by_weight[w] = {
+            f"map@{k}": float(joined["ap"].mean()),
+            f"recall@{k}": float(joined["recall"].mean()),
+            f"ndcg@{k}": float(joined["ndcg"].mean()),
+        }
+    return {"k": k, "periods": described, "shoppers": shoppers, "by_weight": by_weight}
+
+
+def _session_weight_period(
+    history: TimeSplit,
+    target: TimeSplit,
+    *,
+    weights: tuple[float, ...],
+    k: int,
+    config: EmbeddingConfig,
+    weighting: WeightingConfig,
+    seed: int,
+) -> dict:
+    """One target period of the session-weight study: each chosen shopper's metrics at each weight."""
+    empty = {str(w): {m: np.empty(0) for m in ("recall", "ndcg", "ap")} for w in weights}
+    if not (target.test["event_type"].astype(str) == "purchase").any():
+        return {"shoppers": 0, "by_weight": empty}
     data = build_interactions(history.train, weighting)
     model = fit_embeddings(data.matrix, data.users.ids_, data.items.ids_, config, seed=seed, show_progress=False)
     task = build_task(target.test, data.users.index_, data.items.index_)
@@ -194,7 +241,7 @@ def session_weight_study(
     by_user = {u: kept[at] for u, at in pd.Series(s_user[ok]).groupby(s_user[ok]).indices.items()}
     chosen = [j for j, u in enumerate(task.user_rows) if u in by_user]
     if not chosen:
-        raise ValueError(f"no shopper has a history, a session on {history.cutoff:%Y-%m-%d} and a purchase after it")
+        return {"shoppers": 0, "by_weight": empty}
     rows = task.user_rows[chosen]
     relevant = [task.relevant[j] for j in chosen]
     results = {}
@@ -204,14 +251,8 @@ def session_weight_study(
             h, e = data.matrix[u], by_user[u]
             items, strengths = with_session(h.indices, h.data, s_item[e], s_strength[e], session_weight=w)
             vectors[j] = model.fold_in(items, strengths)
-        results[str(w)] = ranking_metrics(top_k(vectors @ model.item_factors.T, k), relevant, n_items=task.n_items)
-    return {
-        "session_day": history.cutoff.isoformat(),
-        "target_from": target.cutoff.isoformat(),
-        "k": k,
-        "shoppers": len(rows),
-        "by_weight": results,
-    }
+        results[str(w)] = per_user_metrics(top_k(vectors @ model.item_factors.T, k), relevant)
+    return {"shoppers": len(rows), "by_weight": results}
 
 
 def render(report: dict) -> str:
@@ -244,9 +285,10 @@ def render(report: dict) -> str:
     if "session_weight" in report:
         r = report["session_weight"]
         k = r["k"]
+        days = ", ".join(f"{p['session_day'][:10]} → {p['target_from'][:10]}" for p in r["periods"])
         lines.append(
-            f"session weight against history ({r['shoppers']} shoppers; session {r['session_day'][:10]}, "
-            f"purchases from {r['target_from'][:10]}; the test period left out):"
+            f"session weight against history ({r['shoppers']} shoppers; session day → purchases from: {days}; "
+            "the test period left out):"
         )
         for w, m in r["by_weight"].items():
             lines.append(f"  session x{w:<5} MAP@{k} {m[f'map@{k}']:.4f}  recall@{k} {m[f'recall@{k}']:.4f}")
@@ -263,6 +305,7 @@ def evaluate_sessions(
     k: int = 12,
     seed: int = 0,
     session_weights: tuple[float, ...] = (),
+    session_periods: int = 1,
     show_progress: bool = True,
 ) -> dict:
     """Run what the arguments allow: session response with a bundle, fold-in vs training with a log, and
@@ -287,7 +330,7 @@ def evaluate_sessions(
         report["fold_in"] = fold_in_against_training(events, test_days=test_days, k=k, seed=seed)
         if session_weights:
             report["session_weight"] = session_weight_study(
-                events, weights=session_weights, test_days=test_days, k=k, seed=seed
+                events, weights=session_weights, test_days=test_days, periods=session_periods, k=k, seed=seed
             )
     if out is not None:
         write_json(out, report)

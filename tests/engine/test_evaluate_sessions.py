@@ -1,6 +1,9 @@
 """Session evaluation: the next set follows viewed items; fold-in is measured against training."""
 
+from functools import partial
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from engine.bundle import load_bundle
@@ -93,8 +96,33 @@ def test_session_weight_study_finds_that_a_telling_session_should_count_more():
     report = session_weight_study(
         _drifting_log(), weights=(0, 1, 20), k=5, config=EmbeddingConfig(factors=8, iterations=10)
     )
-    assert report["session_day"].startswith("2026-02-08") and report["target_from"].startswith("2026-02-09")
-    assert report["shoppers"] == 150
+    (period,) = report["periods"]
+    assert period["session_day"].startswith("2026-02-08") and period["target_from"].startswith("2026-02-09")
+    assert report["shoppers"] == period["shoppers"] == 150
     maps = {w: m["map@5"] for w, m in report["by_weight"].items()}
     assert maps["20"] > maps["1"] + 0.02 and maps["20"] > maps["0"] + 0.02
     assert "session x20" in render({"session_weight": report})
+
+
+def test_session_weight_study_pools_the_shoppers_of_several_periods(demo_store):
+    from engine.evaluate_sessions import session_weight_study
+    from models.embeddings import EmbeddingConfig
+
+    events = read_store(demo_store).events
+    config = EmbeddingConfig(factors=8, iterations=5)
+    study = partial(session_weight_study, events, weights=(0, 1), test_days=3, k=5, config=config)
+    one, two = study(periods=1), study(periods=2)
+    assert two["periods"][0] == one["periods"][0]  # the latest period first, the same in both
+    later, earlier = (pd.Timestamp(p["target_from"]) for p in two["periods"])
+    assert earlier == later - pd.Timedelta(days=3)
+    assert two["shoppers"] == sum(p["shoppers"] for p in two["periods"]) > one["shoppers"] > 0
+    # pooled means are the shopper-weighted means of each period's own study; the earlier period alone is
+    # the latest period of the log cut where the later period's target ends
+    cut = events[events["timestamp"] < later + pd.Timedelta(days=3)]
+    second_alone = study.func(cut, **{**study.keywords, "periods": 1})
+    assert second_alone["periods"][0] == two["periods"][1]
+    n1, n2 = one["shoppers"], second_alone["shoppers"]
+    assert n1 + n2 == two["shoppers"]
+    for w in ("0", "1"):
+        expected = (n1 * one["by_weight"][w]["map@5"] + n2 * second_alone["by_weight"][w]["map@5"]) / (n1 + n2)
+        assert two["by_weight"][w]["map@5"] == pytest.approx(expected)
