@@ -5,7 +5,10 @@ recent ones. The weight of an event of type ``t`` at time ``s`` with reference t
 
     w = type_weight[t] * 0.5 ** ((T - s) / half_life)
 
-and a (user, item) pair's strength is the sum of its events' weights.
+and a (user, item) pair's strength is the sum of its events' weights. The decay never goes below
+``MIN_DECAY``: on a long log with a short half-life (the reranker's 3 days over two years), float32 would
+round old events to exactly zero, dropping them from the matrix and leaving all-zero rows that item-kNN's
+normalisation divides by. At the floor an event still counts 10⁻¹² of a fresh one, which ranks nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_TYPE_WEIGHTS: dict[str, float] = {"view": 1.0, "add_to_cart": 4.0, "purchase": 10.0}
+MIN_DECAY = 1e-12  # about 40 half-lives; its square (kNN norms) is still a normal float32
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,5 +59,6 @@ class EventWeighter:
         w = types.map(self.config.type_weights).to_numpy(dtype=np.float64)
         if self.config.half_life_days is not None:
             age_days = (self.reference_time_ - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
-            w = w * np.power(0.5, np.clip(age_days, 0.0, None) / self.config.half_life_days)
+            decay = np.power(0.5, np.clip(age_days, 0.0, None) / self.config.half_life_days)
+            w = w * np.maximum(decay, MIN_DECAY)
         return w.astype(np.float32)

@@ -33,6 +33,16 @@ def test_weights_follow_type_and_halve_every_half_life():
     np.testing.assert_allclose(w, [10.0, 1.0, 2.0])
 
 
+def test_old_events_on_a_long_log_keep_a_tiny_weight_instead_of_rounding_to_zero():
+    # two years at a 3-day half-life is 2^-243: float32 would round it to exactly 0
+    ev = _events([("u", "a", "view", "2024-01-15"), ("u", "b", "view", "2026-01-15")])
+    w = EventWeighter(WeightingConfig(half_life_days=3)).fit(ev).transform(ev)
+    assert 0 < w[0] <= 1e-12 * w[1] * 1.0001
+    assert (w[0] ** 2) > 0  # item-kNN's norms square it
+    m = interaction_matrix(ev, w, IdVocabulary().fit(ev["user_id"]), IdVocabulary().fit(ev["item_id"]))
+    assert m.nnz == 2 and (m.data > 0).all()
+
+
 def test_unknown_event_type_is_a_clear_error():
     ev = _events([("u", "a", "wishlist", "2026-01-15")])
     with pytest.raises(ValueError, match="wishlist"):
