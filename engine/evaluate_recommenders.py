@@ -91,6 +91,8 @@ def score_split(
             "fit_seconds": round(fitted, 1),
             "total_seconds": round(time.perf_counter() - started, 1),
         }
+        if hasattr(rec, "training_"):  # what a learned model was trained on (the reranker)
+            results[rec.name]["training"] = rec.training_
         logger.info(
             "%s: warm map@%d %.4f, all %.4f", rec.name, k, metrics["warm"][f"map@{k}"], metrics["all"][f"map@{k}"]
         )
@@ -185,6 +187,12 @@ def _render_split(report: dict, period: str) -> str:
             f"  {name:<38} {r['warm'][f'map@{k}']:>12.4f} {r['all'][f'map@{k}']:>11.4f} "
             f"{r['warm'][f'recall@{k}']:>12.4f} {r['warm'][f'ndcg@{k}']:>10.4f} {r['all']['coverage']:>9.3f} "
             f"{r['fit_seconds']:>7.1f}"
+        )
+    trained = report["results"].get(RerankRecommender.name, {}).get("training")
+    if trained:
+        lines.append(
+            f"  Vitrine's ranker: {trained['ranker']}; {trained['positives']} purchases among "
+            f"{trained['pairs']} candidate pairs in {trained['windows']} label windows"
         )
     g = report["vitrine_vs_best_warm_baseline"]
     low, high = g["relative_gain_ci95"]

@@ -18,9 +18,10 @@ is their median over the sources' own log (so a training window never sees its l
 otherwise the catalogue's listed price.
 A bag of LightGBM models scores the pairs (a binary "bought" objective by default, lambdarank as an option).
 They are trained without touching the evaluation period: the sources are fitted on the training log minus
-its last ``label_days``, and the labels are the purchases in those days, for several such windows. For
-prediction, the sources are refitted on the whole training log. Shoppers unseen in training get the recent
-best sellers.
+its last ``label_days``, and the labels are the purchases in those days, for several such windows (a sparse
+log adds older windows until it has enough labels; with too few even then, the sources' hand-made blend
+ranks instead of a model that would fit noise). For prediction, the sources are refitted on the whole
+training log. Shoppers unseen in training get the recent best sellers.
 
 The sources weight events with their own recency half-life (``RerankerConfig.half_life_days``, 3 days):
 chosen on validation days cut from the H&M training week (2020-09-20 and -21), never on the test day.
@@ -92,6 +93,12 @@ def _relative(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarr
 class RerankerConfig:
     label_days: int = 1  # length of one labelling window (the horizon being predicted)
     label_windows: int = 5  # consecutive windows at the end of the training log, each with its own sources
+    # A learned ranker needs labels. On H&M validation days a ranker trained on about 240 purchases scored
+    # below the sources' hand-made blend on one day, and on 570-740 it beat the blend on both. A sparse log
+    # adds older windows until it has ``min_positives`` purchases among the candidates (at most
+    # ``max_label_windows``); with fewer still, it ranks by the blend.
+    min_positives: int = 500
+    max_label_windows: int = 30
     knn_neighbours: int = 100
     knn_candidates: int = 40
     family_candidates: int = 20
@@ -116,6 +123,11 @@ class RerankerConfig:
             raise ValueError(f"bag must be >= 1; got {self.bag}")
         if self.label_days < 1 or min(self.knn_candidates, self.family_candidates, self.popular_candidates) < 0:
             raise ValueError("label_days must be >= 1 and candidate counts >= 0")
+        if not 1 <= self.label_windows <= self.max_label_windows or self.min_positives < 1:
+            raise ValueError(
+                f"need 1 <= label_windows <= max_label_windows and min_positives >= 1; got {self.label_windows}, "
+                f"{self.max_label_windows}, {self.min_positives}"
+            )
 
 
 def _session_cooccurrence(ev: pd.DataFrame, n_items: int, max_items: int = 50) -> sp.csr_matrix:
@@ -372,9 +384,10 @@ class _Sources:
             union = union + (knn != 0).astype(np.float32)
         if fam is not None:
             union = union + (fam != 0).astype(np.float32)
-        if c.als_candidates:
+        n_als = min(c.als_candidates, hist.shape[1])  # a catalogue can hold fewer items than that
+        if n_als:
             scores = self.als.user_factors[user_rows] @ self.als.item_factors.T
-            top = np.argpartition(-scores, c.als_candidates - 1, axis=1)[:, : c.als_candidates]
+            top = np.argpartition(-scores, n_als - 1, axis=1)[:, :n_als]
             union = union + sp.csr_matrix(
                 (np.ones(top.size, np.float32), (np.repeat(np.arange(n), top.shape[1]), top.ravel())), shape=hist.shape
             )
@@ -518,28 +531,42 @@ class RerankRecommender:
         return x, y, pu
 
     def fit(self, data: Interactions) -> RerankRecommender:
+        c = self.config
         events = data.events.drop(columns=["user_row", "item_row", "weight"])
         rng = np.random.default_rng(self.seed)
         end = data.reference_time.floor("D") + pd.Timedelta(days=1)
-        parts = []
-        for w in range(self.config.label_windows):
-            window_end = end - pd.Timedelta(days=w * self.config.label_days)
-            part = self._window(events, window_end - pd.Timedelta(days=self.config.label_days), window_end, rng)
+        first = events["timestamp"].min()
+        parts, positives, windows = [], 0, 0
+        # the default windows, then older ones while the labels are too few to learn from
+        while windows < c.label_windows or (positives < c.min_positives and windows < c.max_label_windows):
+            window_end = end - pd.Timedelta(days=windows * c.label_days)
+            cut = window_end - pd.Timedelta(days=c.label_days)
+            if cut <= first:  # nothing left to fit sources on
+                break
+            windows += 1
+            part = self._window(events, cut, window_end, rng)
             if part is not None:
                 parts.append(part)
+                positives += int(part[1].sum())
+        pairs = sum(len(p[1]) for p in parts)
         self.model_ = None
-        if parts:
-            y = np.concatenate([p[1] for p in parts])
-            if y.any() and not y.all():
-                self.model_ = self._train(parts)
-                self.train_pairs_, self.train_positives_ = len(y), int(y.sum())
-                logger.info(
-                    "re-ranker trained on %d pairs (%d positives) from %d windows", len(y), int(y.sum()), len(parts)
-                )
-        if self.model_ is None:
+        if positives >= c.min_positives and positives < pairs:
+            self.model_ = self._train(parts)
+            logger.info("re-ranker trained on %d pairs (%d positives) from %d windows", pairs, positives, windows)
+        else:
             logger.warning(
-                "re-ranker: no labelled pairs in the last %d days; ranking by the sources' sum", self.config.label_days
+                "re-ranker: %d purchases among the candidates of %d label windows (need %d); ranking by the "
+                "sources' blend instead of a learned model",
+                positives,
+                windows,
+                c.min_positives,
             )
+        self.training_ = {
+            "windows": windows,
+            "pairs": pairs,
+            "positives": positives,
+            "ranker": "lightgbm" if self.model_ is not None else "blend (too few labels)",
+        }
         # the same events under the sources' own weighting: same shoppers and items, so the same rows
         reweighted = build_interactions(events, self.weighting)
         if not (
@@ -583,11 +610,15 @@ class RerankRecommender:
             models.append(model.fit(x, y, group=sizes))  # the binary objective ignores the groups
         return _Bag(models)
 
+    @staticmethod
+    def _blend(x: np.ndarray) -> np.ndarray:
+        """The sources' hand-made blend, ties broken by recent sales."""
+        return x[:, FEATURES.index("blend")] + 1e-6 * x[:, FEATURES.index("pop_1d")]
+
     def _score(self, x: np.ndarray) -> np.ndarray:
         if self.model_ is not None:
             return self.model_.predict(x)
-        # no labelled window (a very short log): the hand-made blend, ties broken by recent sales
-        return x[:, FEATURES.index("blend")] + 1e-6 * x[:, FEATURES.index("pop_1d")]
+        return self._blend(x)  # too few labels to learn from (a short or sparse log)
 
     def recommend(self, user_rows: np.ndarray, k: int) -> np.ndarray:
         src = self.sources_
@@ -597,7 +628,7 @@ class RerankRecommender:
             return out
         pu, pi, x = src.candidates(user_rows[warm])
         score = self._score(x)
-        order = np.lexsort((-score, pu))
+        order = np.lexsort((-self._blend(x), -score, pu))  # the model's ties (if it learned little) by the blend
         pu, pi = pu[order], pi[order]
         starts = np.searchsorted(pu, np.arange(len(warm)))
         ends = np.searchsorted(pu, np.arange(len(warm)), side="right")

@@ -60,4 +60,5 @@ def test_validation_report_scores_each_period_and_never_the_test_period(demo_sto
         gain = period["vitrine_vs_best_warm_baseline"]
         low, high = gain["relative_gain_ci95"]
         assert low <= gain["relative_gain"] <= high
+        assert period["results"][RerankRecommender.name]["training"]["windows"] >= 1
     assert "the test period was not scored" in render(report)

@@ -42,7 +42,7 @@ def test_reranker_learns_that_shoppers_buy_the_other_colours_of_their_product():
     rec = RerankRecommender(
         RerankerConfig(label_windows=3, als_candidates=5, knn_candidates=5), catalogue=groups.to_frame("group")
     ).fit(data)
-    assert rec.model_ is not None and rec.train_positives_ > 0
+    assert rec.model_ is not None and rec.training_["positives"] >= rec.config.min_positives
     users = test["user_id"].unique()
     rows = data.users.transform(users)
     top = rec.recommend(rows, 5)
@@ -215,3 +215,41 @@ def test_session_cooccurrence_links_basket_items_and_skips_sprees():
     assert co[0, 0] == 0  # an item is not its own neighbour
     assert not co[2:, 2:].any()  # s3 has three items, over the cap: left out
     assert _session_cooccurrence(ev, 5, max_items=3)[2, 3] > 0
+
+
+def test_a_sparse_log_adds_older_windows_until_it_has_enough_labels():
+    df, groups = family_log(days=20, users=30)  # about 30 labelled purchases a day
+    data = build_interactions(df, WeightingConfig())
+    small = dict(als_candidates=5, knn_candidates=5, bag=1, max_iter=10, min_child_samples=5)
+    rec = RerankRecommender(
+        RerankerConfig(label_windows=2, min_positives=100, **small), catalogue=groups.to_frame("group")
+    ).fit(data)
+    assert rec.training_["windows"] > 2 and rec.training_["positives"] >= 100
+    assert rec.training_["ranker"] == "lightgbm"
+    capped = RerankRecommender(
+        RerankerConfig(label_windows=2, max_label_windows=3, min_positives=10_000, **small),
+        catalogue=groups.to_frame("group"),
+    ).fit(data)
+    assert capped.training_["windows"] == 3 and capped.model_ is None
+    assert capped.training_["ranker"] == "blend (too few labels)"
+
+
+def test_without_enough_labels_the_ranking_is_the_sources_blend():
+    df, groups = family_log(days=4, users=30)
+    data = build_interactions(df, WeightingConfig())
+    rec = RerankRecommender(RerankerConfig(min_positives=10_000), catalogue=groups.to_frame("group")).fit(data)
+    assert rec.model_ is None
+    rows = np.arange(10)
+    pu, pi, x = rec.sources_.candidates(rows)
+    blend = RerankRecommender._blend(x)
+    top = rec.recommend(rows, 3)
+    for u in range(10):
+        mine = np.flatnonzero(pu == u)
+        assert blend[mine][np.isin(pi[mine], top[u])].min() >= np.sort(blend[mine])[-3]
+
+    class Constant:  # a model that learned nothing: its ties are broken by the blend, not by item order
+        def predict(self, x):
+            return np.zeros(len(x))
+
+    rec.model_ = Constant()
+    np.testing.assert_array_equal(rec.recommend(rows, 3), top)
