@@ -97,21 +97,32 @@ def score_split(
             "%s: warm map@%d %.4f, all %.4f", rec.name, k, metrics["warm"][f"map@{k}"], metrics["all"][f"map@{k}"]
         )
     vitrine = RerankRecommender.name
-    baselines = {n: r for n, r in results.items() if n != vitrine}
-    best_warm = max(baselines, key=lambda n: baselines[n]["warm"][f"map@{k}"])
-    # one day's shoppers are a sample: how far the gain could move with another sample of them
-    ratio_ci = paired_ratio_ci(warm_ap[vitrine], warm_ap[best_warm], seed=seed)
     return {
         "split": split.describe(),
         "warm_users": int(task.warm.sum()),
         "test_users": len(task.user_rows),
         "results": results,
-        "vitrine_vs_best_warm_baseline": {
-            "baseline": best_warm,
-            "relative_gain": results[vitrine]["warm"][f"map@{k}"] / max(baselines[best_warm]["warm"][f"map@{k}"], 1e-12)
-            - 1.0,
-            "relative_gain_ci95": [r - 1.0 for r in ratio_ci],
-        },
+        "vitrine_vs_best_warm_baseline": _gain(results, warm_ap, vitrine, k=k, seed=seed),
+    }
+
+
+def _gain(results: dict, warm_ap: dict, vitrine: str, *, k: int, seed: int) -> dict:
+    """Vitrine's relative warm MAP@K gain over the best baseline, with a paired-bootstrap 95% interval."""
+    if len(warm_ap[vitrine]) == 0:
+        return {
+            "baseline": None,
+            "relative_gain": None,
+            "relative_gain_ci95": None,
+            "note": "no test shopper was seen in training: there is no warm comparison",
+        }
+    baselines = {n: r for n, r in results.items() if n != vitrine}
+    best = max(baselines, key=lambda n: baselines[n]["warm"][f"map@{k}"])
+    # one period's shoppers are a sample: how far the gain could move with another sample of them
+    ratio_ci = paired_ratio_ci(warm_ap[vitrine], warm_ap[best], seed=seed)
+    return {
+        "baseline": best,
+        "relative_gain": results[vitrine]["warm"][f"map@{k}"] / max(baselines[best]["warm"][f"map@{k}"], 1e-12) - 1.0,
+        "relative_gain_ci95": [r - 1.0 for r in ratio_ci],
     }
 
 
@@ -149,11 +160,12 @@ def evaluate_recommenders(
         report = {"data": store.name, "k": k, **periods[0]}
     else:
         gains = [p["vitrine_vs_best_warm_baseline"]["relative_gain"] for p in periods]
+        gains = [g for g in gains if g is not None]  # periods without warm shoppers have none
         report = {
             "data": store.name,
             "k": k,
             "validation": periods,
-            "mean_relative_gain": float(np.mean(gains)),
+            "mean_relative_gain": float(np.mean(gains)) if gains else None,
             "note": "validation periods cut from before the test period; the test period was not scored",
         }
     if out is not None:
@@ -166,9 +178,10 @@ def render(report: dict) -> str:
         blocks = [
             _render_split({"data": report["data"], "k": report["k"], **p}, "validation") for p in report["validation"]
         ]
+        mean = report["mean_relative_gain"]
         blocks.append(
             f"Mean gain over the best warm baseline across {len(report['validation'])} validation periods: "
-            f"{report['mean_relative_gain']:+.2%} (the test period was not scored)"
+            f"{'none (no warm shoppers)' if mean is None else f'{mean:+.2%}'} (the test period was not scored)"
         )
         return "\n\n".join(blocks)
     return _render_split(report, "test")
@@ -195,6 +208,9 @@ def _render_split(report: dict, period: str) -> str:
             f"{trained['pairs']} candidate pairs in {trained['windows']} label windows"
         )
     g = report["vitrine_vs_best_warm_baseline"]
+    if g["relative_gain"] is None:
+        lines.append(f"  Vitrine vs best warm baseline: {g['note']}")
+        return "\n".join(lines)
     low, high = g["relative_gain_ci95"]
     lines.append(
         f"  Vitrine vs best warm baseline ({g['baseline']}): {g['relative_gain']:+.1%} "

@@ -69,6 +69,9 @@ def per_user_metrics(top: np.ndarray, relevant: list[np.ndarray]) -> dict[str, n
 def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], *, n_items: int) -> dict[str, float]:
     """Metrics of (U, K) recommended item rows against per-user relevant rows."""
     k = top.shape[1]
+    if len(top) == 0:  # no such users (e.g. no test shopper was seen in training): undefined, not zero
+        nan = float("nan")
+        return {f"recall@{k}": nan, f"ndcg@{k}": nan, f"map@{k}": nan, "coverage": 0.0, "users": 0}
     per_user = per_user_metrics(top, relevant)
     valid = top[top >= 0]
     return {
@@ -105,6 +108,8 @@ def evaluate(recommend: RecommendFn, task: RankingTask, k: int, *, batch_size: i
 
 def paired_ratio_ci(a: np.ndarray, b: np.ndarray, *, seed: int, draws: int = 2000) -> list[float]:
     """95% bootstrap interval of mean(a) / mean(b), resampling users (each keeps their own pair)."""
+    if len(a) == 0:
+        return [float("nan"), float("nan")]
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), (draws, len(a)))
     den = b[idx].mean(axis=1)

@@ -62,3 +62,34 @@ def test_validation_report_scores_each_period_and_never_the_test_period(demo_sto
         assert low <= gain["relative_gain"] <= high
         assert period["results"][RerankRecommender.name]["training"]["windows"] >= 1
     assert "the test period was not scored" in render(report)
+
+
+def test_a_test_period_of_new_shoppers_only_has_no_warm_comparison_and_says_so():
+    import warnings
+
+    from engine.evaluate_recommenders import recommender_suite, score_split
+    from features.split import time_split
+
+    events = daily_log(6)
+    t = events["timestamp"].max() + pd.Timedelta(days=1)
+    new = pd.DataFrame({"user_id": ["N1", "N2"], "item_id": ["I1", "I2"], "event_type": "purchase", "timestamp": t})
+    events = pd.concat([events, new.assign(session_id=new["user_id"])], ignore_index=True)
+    catalogue = pd.DataFrame({"item_id": [f"I{i}" for i in range(7)]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "mean of empty slice" on the way
+        report = score_split(
+            time_split(events, test_days=1),
+            catalogue,
+            suite=recommender_suite,
+            k=3,
+            seed=0,
+            half_life_days=21.0,
+            test_days=1,
+            show_progress=False,
+        )
+    assert report["warm_users"] == 0 and report["test_users"] == 2
+    assert report["vitrine_vs_best_warm_baseline"]["relative_gain"] is None
+    for result in report["results"].values():
+        assert result["warm"]["users"] == 0 and result["all"]["users"] == 2
+    text = render({"data": "tiny", "k": 3, **report})
+    assert "no test shopper was seen in training" in text
