@@ -14,9 +14,10 @@ def read_store(path: Path) -> StoreData:
     path = Path(path)
     if (path / "store.json").is_file():
         return read_demo_store(path)
-    if (path / "articles.parquet").is_file():
+    if (path / "articles.parquet").is_file() or (path / "articles.csv").is_file():
         return read_hm(path)
     raise FileNotFoundError(
         f"{path} holds no known data layout: a demo store has store.json (make one with "
-        "`vitrine data demo --out DIR`), an H&M folder has articles.parquet and transactions*.parquet."
+        "`vitrine data demo --out DIR`), an H&M folder has articles.parquet and transactions*.parquet "
+        "(or the competition's CSV files)."
     )

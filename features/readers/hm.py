@@ -3,6 +3,9 @@
 Expected files (as in ``../shared/datasets/hm_fashion``): ``articles.parquet`` (the competition's
 articles table), one or more ``transactions*.parquet`` (t_dat, customer_id, article_id, price,
 sales_channel_id), ``images/<first 3 digits>/<article_id>.jpg`` and optionally ``images_manifest.csv``.
+The competition's own CSV files (``articles.csv``, ``transactions_train.csv``) are read too, when there are
+no Parquet files. Article ids are 10-digit strings; an id stored as a number (which loses the leading zero,
+as ``valid_split.parquet`` did) is zero-padded back, so logs, attributes and images still join.
 
 Mapping to the common schema: a customer is a user; each purchase row is a ``purchase`` event at
 midnight UTC of ``t_dat`` (H&M logs have no views or carts, and no time of day); a customer's
@@ -43,21 +46,40 @@ def _image_names(path: Path) -> set[str]:
     return {p.stem for p in images.glob("*/*.jpg")} if images.is_dir() else set()
 
 
-def read_hm(path: Path, *, transactions: str = "transactions*.parquet") -> StoreData:
+def _article_ids(values: pd.Series) -> pd.Series:
+    """Article ids as the 10-character strings the images are named by, zero-padding numeric ones."""
+    ids = values.astype("string").str.strip()
+    short = (ids.str.len() < 10).fillna(False)
+    if not short.any():  # the usual case, and the cheap one
+        return ids
+    pad = short & ids.str.fullmatch(r"\d+").fillna(False)
+    return ids.where(~pad, ids.str.zfill(10))
+
+
+def _read_table(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    if path.suffix == ".csv":
+        ids = {"article_id": "string", "customer_id": "string", "product_code": "string", "t_dat": "string"}
+        return pd.read_csv(path, usecols=columns, dtype=ids)
+    return pd.read_parquet(path, columns=columns)
+
+
+def read_hm(path: Path, *, transactions: str = "transactions*") -> StoreData:
     """Read the H&M layout at ``path``; bad rows are counted in ``StoreData.reports``, the rest loads."""
     path = Path(path)
-    articles_path = path / "articles.parquet"
-    tx_paths = sorted(path.glob(transactions))
-    if not articles_path.is_file() or not tx_paths:
+    articles_path = next((p for p in (path / "articles.parquet", path / "articles.csv") if p.is_file()), None)
+    tx_paths = sorted(path.glob(f"{transactions}.parquet")) or sorted(path.glob(f"{transactions}.csv"))
+    if articles_path is None or not tx_paths:
         raise FileNotFoundError(
-            f"{path} is not an H&M data folder: it needs articles.parquet and {transactions} "
-            "(see ../shared/datasets/hm_fashion/SOURCE.md)."
+            f"{path} is not an H&M data folder: it needs articles.parquet (or .csv) and {transactions}.parquet "
+            "(or .csv) (see ../shared/datasets/hm_fashion/SOURCE.md)."
         )
-    articles = pd.read_parquet(articles_path, columns=["article_id", "product_code", *HM_ATTRIBUTE_COLUMNS.values()])
-    tx = pd.concat([pd.read_parquet(p) for p in tx_paths], ignore_index=True)
+    articles = _read_table(articles_path, ["article_id", "product_code", *HM_ATTRIBUTE_COLUMNS.values()])
+    articles["article_id"] = _article_ids(articles["article_id"])
+    tx = pd.concat([_read_table(p) for p in tx_paths], ignore_index=True)
     missing = {"t_dat", "customer_id", "article_id"} - set(tx.columns)
     if missing:
         raise ValueError(f"{tx_paths[0]}: transactions lack columns {sorted(missing)}")
+    tx["article_id"] = _article_ids(tx["article_id"])
 
     raw_cat = pd.DataFrame({"item_id": articles["article_id"].astype("string")})
     for role, column in HM_ATTRIBUTE_COLUMNS.items():

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 
+from features.readers import read_store
 from features.readers.hm import read_hm
 from features.split import prices_as_of, time_split
 
@@ -43,6 +44,22 @@ def test_reader_maps_the_layout_and_counts_bad_rows(hm_folder):
     assert set(store.events["event_type"].astype(str)) == {"purchase"}
     assert store.events["price"].tolist() == pytest.approx([0.02, 0.03, 0.012, 0.01])
     assert store.events["channel"].astype(str).tolist() == ["online", "online", "store", "online"]
+
+
+def test_the_competitions_csv_files_with_numeric_ids_read_the_same(hm_folder, tmp_path_factory):
+    csv_folder = tmp_path_factory.mktemp("hm_csv")
+    articles = pd.read_parquet(hm_folder / "articles.parquet")
+    # read as numbers, the ids lose their leading zero: 0108775015 -> 108775015
+    articles.assign(article_id=articles["article_id"].astype(int)).to_csv(csv_folder / "articles.csv", index=False)
+    tx = pd.read_parquet(hm_folder / "transactions_2020-09-20_to_2020-09-22.parquet")
+    tx.assign(article_id=tx["article_id"].astype(int)).to_csv(csv_folder / "transactions_train.csv", index=False)
+    from_csv, from_parquet = read_store(csv_folder), read_hm(hm_folder)
+    assert set(from_csv.catalogue["item_id"]) == {"0108775015", "0108775044", "0110065001"}
+    pd.testing.assert_frame_equal(
+        from_csv.events[["user_id", "item_id", "timestamp", "channel"]].astype(str),
+        from_parquet.events[["user_id", "item_id", "timestamp", "channel"]].astype(str),
+    )
+    assert from_csv.reports["events"].rows_read == 6
 
 
 def test_prices_come_from_the_training_period_only(hm_folder):
