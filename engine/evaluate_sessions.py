@@ -282,7 +282,9 @@ def render(report: dict) -> str:
             f"  fold-in keeps {r['map_ratio']:.1%} of MAP@{r['k']}; fold-in p50 {r['fold_in_ms_p50']:.2f} ms,"
             f" p99 {r['fold_in_ms_p99']:.2f} ms"
         )
-    if "session_weight" in report:
+    if "session_weight" in report and "skipped" in report["session_weight"]:
+        lines.append(f"session weight study skipped: {report['session_weight']['skipped']}")
+    elif "session_weight" in report:
         r = report["session_weight"]
         k = r["k"]
         days = ", ".join(f"{p['session_day'][:10]} → {p['target_from'][:10]}" for p in r["periods"])
@@ -329,9 +331,12 @@ def evaluate_sessions(
         report["data"] = str(data_path)
         report["fold_in"] = fold_in_against_training(events, test_days=test_days, k=k, seed=seed)
         if session_weights:
-            report["session_weight"] = session_weight_study(
-                events, weights=session_weights, test_days=test_days, periods=session_periods, k=k, seed=seed
-            )
+            try:
+                report["session_weight"] = session_weight_study(
+                    events, weights=session_weights, test_days=test_days, periods=session_periods, k=k, seed=seed
+                )
+            except ValueError as err:  # too short or too sparse a log for it: keep the fold-in figures
+                report["session_weight"] = {"skipped": str(err)}
     if out is not None:
         write_json(out, report)
         logger.info("session evaluation written to %s", out)

@@ -126,3 +126,14 @@ def test_session_weight_study_pools_the_shoppers_of_several_periods(demo_store):
     for w in ("0", "1"):
         expected = (n1 * one["by_weight"][w]["map@5"] + n2 * second_alone["by_weight"][w]["map@5"]) / (n1 + n2)
         assert two["by_weight"][w]["map@5"] == pytest.approx(expected)
+
+
+def test_a_log_too_short_for_the_session_study_keeps_the_fold_in_figures(demo_store):
+    from engine.evaluate_sessions import evaluate_sessions
+
+    report = evaluate_sessions(
+        data_path=demo_store, test_days=3, session_weights=(0, 1), session_periods=50, show_progress=False
+    )
+    assert report["fold_in"]["shoppers"] > 0
+    assert "too short for 50 validation periods" in report["session_weight"]["skipped"]
+    assert "session weight study skipped: " in render(report)
