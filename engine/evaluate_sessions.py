@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from engine.evaluate import _judge
 from engine.personaliser import Personaliser
-from engine.ranking import build_task, per_user_metrics, ranking_metrics, top_k
+from engine.ranking import build_task, mean_metrics, per_user_metrics, ranking_metrics, top_k
 from engine.recommenders import build_interactions
 from engine.sessions import SessionEvent, with_session
 from engine.train_embeddings import fit_embeddings
@@ -204,14 +204,10 @@ def session_weight_study(
         raise ValueError(
             f"no shopper in {periods} period(s) has a history, a session the day before and a purchase after it"
         )
-    by_weight = {}
-    for w, parts in pooled.items():
-        joined = {m: np.concatenate([p[m] for p in parts]) for m in ("recall", "ndcg", "ap")}
-        by_weight[w] = {
-            f"map@{k}": float(joined["ap"].mean()),
-            f"recall@{k}": float(joined["recall"].mean()),
-            f"ndcg@{k}": float(joined["ndcg"].mean()),
-        }
+    by_weight = {
+        w: mean_metrics({m: np.concatenate([p[m] for p in parts]) for m in ("recall", "ndcg", "ap")}, k)
+        for w, parts in pooled.items()
+    }
     return {"k": k, "periods": described, "shoppers": shoppers, "by_weight": by_weight}
 
 

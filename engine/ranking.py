@@ -72,14 +72,20 @@ def ranking_metrics(top: np.ndarray, relevant: list[np.ndarray], *, n_items: int
     if len(top) == 0:  # no such users (e.g. no test shopper was seen in training): undefined, not zero
         nan = float("nan")
         return {f"recall@{k}": nan, f"ndcg@{k}": nan, f"map@{k}": nan, "coverage": 0.0, "users": 0}
-    per_user = per_user_metrics(top, relevant)
     valid = top[top >= 0]
+    return {
+        **mean_metrics(per_user_metrics(top, relevant), k),
+        "coverage": float(len(np.unique(valid)) / n_items) if n_items else 0.0,
+        "users": len(top),
+    }
+
+
+def mean_metrics(per_user: dict[str, np.ndarray], k: int) -> dict[str, float]:
+    """Recall@K, NDCG@K and MAP@K: the means of ``per_user_metrics``' arrays."""
     return {
         f"recall@{k}": float(per_user["recall"].mean()),
         f"ndcg@{k}": float(per_user["ndcg"].mean()),
         f"map@{k}": float(per_user["ap"].mean()),
-        "coverage": float(len(np.unique(valid)) / n_items) if n_items else 0.0,
-        "users": len(top),
     }
 
 
