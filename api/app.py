@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 
 from api.routers import admin, demo, events, experiments, health, images, items, sessions
 from api.settings import Settings, get_settings
-from engine.eventstore import EventStore, StoreError
-from engine.personaliser import PersonaliserConfig
-from engine.serving import NoBundle, ServingState, configure_runtime
-from engine.storefront import Storefront
+from engine.experiments.eventstore import EventStore, StoreError
+from engine.serving.personaliser import PersonaliserConfig
+from engine.serving.state import NoBundle, ServingState, configure_runtime
+from engine.serving.storefront import Storefront
 
 logger = logging.getLogger("vitrine.api")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import HTTPException, Request
 
-from engine.eventstore import EventStore
-from engine.serving import ServingState
-from engine.storefront import Storefront
+from engine.experiments.eventstore import EventStore
+from engine.serving.state import ServingState
+from engine.serving.storefront import Storefront
 
 
 def get_state(request: Request) -> ServingState:

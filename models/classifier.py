@@ -3,7 +3,7 @@
 It serves two purposes: as an independent judge of generated images (does this picture show the
 class and colour it was asked for?) and as the image feature space in which generated images are
 linked to their nearest real catalogue items. It is trained on real catalogue images only
-(``engine.classifier_training``), never on generated ones.
+(``engine.training.classifier``), never on generated ones.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from models._io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import config_from_dict, config_to_dict, read_json, write_json
 
 
 @dataclass(frozen=True, kw_only=True)

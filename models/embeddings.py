@@ -1,7 +1,7 @@
 """User and item embeddings for implicit feedback, with fold-in of new users from their events.
 
 The factors are learned by implicit's ALS (Hu, Koren & Volinsky, ICDM 2008) or BPR (Rendle et al.,
-UAI 2009); ``engine.train_embeddings`` runs that training. This module holds the learned component:
+UAI 2009); ``engine.recommend.factors`` runs that training. This module holds the learned component:
 factors, the id vocabularies, scoring, fold-in, save and load.
 """
 
@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from models._io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import config_from_dict, config_to_dict, read_json, write_json
 
 logger = logging.getLogger(__name__)
 

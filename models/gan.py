@@ -4,7 +4,7 @@ Generator: residual up-sampling blocks whose BatchNorm gains and biases are pred
 condition (conditional BN, de Vries et al. 2017; as in SNGAN/BigGAN). Discriminator: residual
 down-sampling blocks with spectral normalisation (Miyato et al., ICLR 2018) and a projection head
 (Miyato & Koyama, ICLR 2018): D(x, y) = ψ(φ(x)) + Σ_a ⟨E_a(y_a), φ(x)⟩, one embedding per attribute.
-Training (hinge loss, EMA of the generator, DiffAugment) lives in ``engine.gan_training``.
+Training (hinge loss, EMA of the generator, DiffAugment) lives in ``engine.training.gan``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-from models._io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import config_from_dict, config_to_dict, read_json, write_json
 
 
 @dataclass(frozen=True, kw_only=True)

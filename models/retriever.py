@@ -19,7 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from models._io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import config_from_dict, config_to_dict, read_json, write_json
 
 FLAT_MAX_ITEMS = 50_000
 INDEX_TYPES = ("auto", "flat", "ivf", "hnsw")

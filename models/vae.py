@@ -5,7 +5,7 @@ per-attribute embeddings), so the two generators differ only in how they are tra
 calls a generator — the evaluation harness, the Personaliser — can call this one the same way:
 ``vae(z, y) -> (B, C, H, W)`` images in [-1, 1]. The encoder q(z | x, y) is a strided-convolution trunk
 whose 4x4 features are joined with the condition embeddings before the two linear heads (μ, log σ²).
-Training (Gaussian likelihood with the optimal shared σ, Rybkin et al. 2021) lives in ``engine.vae_training``.
+Training (Gaussian likelihood with the optimal shared σ, Rybkin et al. 2021) lives in ``engine.training.vae``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from models._io import config_from_dict, config_to_dict, read_json, write_json
 from models.gan import GANConfig, Generator
+from models.io import config_from_dict, config_to_dict, read_json, write_json
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,7 +8,7 @@ head on the attribute classifier's penultimate image features,
     f(x[, y]) = W₂ · relu(W₁ · [φ(x); E(y)] + b₁) + b₂,    φ = AttributeClassifier.embed,
 
 so the CNN trunk is shared with grounding (FAISS) and the judge, and only the head is trained on
-interactions (``engine.visual_training``): BPR on the shoppers' vectors, anchored by a regression onto
+interactions (``engine.training.visual``): BPR on the shoppers' vectors, anchored by a regression onto
 the items' factors (the two objectives of DVBPR and of regressing content onto CF factors). Because
 f is differentiable in x, it can also score *generated* images and steer the generator towards a
 shopper (preference maximisation, Kang et al. 2017, section IV).
@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from models._io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import config_from_dict, config_to_dict, read_json, write_json
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,8 +34,8 @@ def demo_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_artifacts(demo_store, tmp_path_factory) -> tuple[Path, str]:
     """A bundle trained with the tiny preset on the small demo store, promoted. Returns (root, version)."""
-    from engine.config import load_train_config
-    from engine.pipeline import train_bundle
+    from engine.training.config import load_train_config
+    from engine.training.pipeline import train_bundle
 
     root = tmp_path_factory.mktemp("artifacts")
     version = train_bundle(

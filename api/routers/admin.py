@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from api.deps import get_state
 from api.routers.experiments import require_admin
 from api.schemas import ErrorOut
-from engine.registry import BundleRefused
-from engine.serving import ServingState
+from engine.artifacts.registry import BundleRefused
+from engine.serving.state import ServingState
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
 from api.deps import get_state
-from engine.serving import ServingState
-from engine.storefront import sample_users
+from engine.serving.state import ServingState
+from engine.serving.storefront import sample_users
 
 router = APIRouter(tags=["demo"])
 

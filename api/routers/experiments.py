@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from api.deps import get_event_store
 from api.schemas import ErrorOut
 from api.settings import Settings, get_settings
-from engine.eventstore import EventStore
 from engine.experiments import (
     ExperimentExists,
     UnknownExperiment,
@@ -22,7 +21,8 @@ from engine.experiments import (
     list_experiments,
     update_experiment,
 )
-from engine.experiments.config import NAME_PATTERN
+from engine.experiments.definition import NAME_PATTERN
+from engine.experiments.eventstore import EventStore
 
 router = APIRouter(tags=["experiments"])
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import get_state
 from api.schemas import HealthOut
-from engine.serving import ServingState
+from engine.serving.state import ServingState
 
 router = APIRouter(tags=["health"])
 

@@ -12,10 +12,10 @@ from api.deps import get_state, get_storefront
 from api.schemas import ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut, NearestItemOut
 from api.settings import Settings, get_settings
 from engine.experiments import UnknownExperiment
-from engine.experiments.config import NAME_PATTERN
-from engine.personaliser import GeneratedImage, NearestItem, UnknownImage
-from engine.serving import ServingState
-from engine.storefront import PopularSet, Storefront
+from engine.experiments.definition import NAME_PATTERN
+from engine.serving.personaliser import GeneratedImage, NearestItem, UnknownImage
+from engine.serving.state import ServingState
+from engine.serving.storefront import PopularSet, Storefront
 
 router = APIRouter(prefix="/v1", tags=["images"])
 

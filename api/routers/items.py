@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import get_state
 from api.schemas import ErrorOut, ItemOut
-from engine.serving import ServingState
+from engine.serving.state import ServingState
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from api.deps import get_state
 from api.routers.images import ID_PATTERN
 from api.schemas import ErrorOut, SessionEventsIn, SessionEventsOut
-from engine.serving import ServingState, UnknownItems
-from engine.sessions import SessionEvent
+from engine.serving.sessions import SessionEvent
+from engine.serving.state import ServingState, UnknownItems
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 

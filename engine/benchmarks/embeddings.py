@@ -27,8 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from engine.ranking import top_k
-from engine.train_embeddings import _implicit_model, fit_embeddings
+from engine.recommend.factors import fit_embeddings, implicit_model
+from engine.recommend.ranking import top_k
 from models.embeddings import EmbeddingConfig
 from models.retriever import FaissRetriever, RetrieverConfig
 
@@ -73,7 +73,7 @@ def _matrix(cfg: EmbeddingBenchConfig) -> tuple[sp.csr_matrix, str]:
     if cfg.data is None:
         m = synthetic_matrix(cfg.users, cfg.items, cfg.interactions, cfg.seed)
         return m, f"synthetic {m.shape[0]:,} users × {m.shape[1]:,} items, {m.nnz:,} non-zeros"
-    from engine.recommenders import build_interactions
+    from engine.recommend.baselines import build_interactions
     from features.readers import read_store
     from features.weighting import WeightingConfig
 
@@ -90,7 +90,7 @@ def training_overhead(matrix: sp.csr_matrix, cfg: EmbeddingBenchConfig) -> dict:
     for _ in range(cfg.repeats):
         t = time.perf_counter()
         with threadpool_limits(1, "blas"):
-            _implicit_model(config, cfg.seed).fit(matrix, show_progress=False)
+            implicit_model(config, cfg.seed).fit(matrix, show_progress=False)
         raw.append(time.perf_counter() - t)
         t = time.perf_counter()
         fit_embeddings(matrix, users, items, config, seed=cfg.seed, show_progress=False)

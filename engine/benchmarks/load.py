@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from engine.registry import ArtifactRegistry
+from engine.artifacts.registry import ArtifactRegistry
+from engine.experiments.http_simulation import serve_subprocess
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,53 +115,6 @@ async def _scenario(name: str, base: str, paths: list[str], concurrency: int) ->
         seconds=seconds,
         latencies_ms=np.asarray(latencies),
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve_subprocess(artifacts: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A uvicorn subprocess serving ``artifacts`` on a free local port (extra ``env``: VITRINE_* settings)."""
-    port = _free_port()
-    env = {**os.environ, **(env or {}), "VITRINE_ARTIFACTS": str(Path(artifacts).resolve())}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.app:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the API exited with code {proc.returncode} before it was ready")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the API did not become healthy within 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _known_users(artifacts: Path | None, count: int, rng: np.random.Generator) -> list[str]:

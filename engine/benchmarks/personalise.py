@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.bundle import load_bundle
-from engine.personaliser import Personaliser, PersonaliserConfig
-from engine.registry import ArtifactRegistry
+from engine.artifacts.bundle import load_bundle
+from engine.artifacts.registry import ArtifactRegistry
+from engine.serving.personaliser import Personaliser, PersonaliserConfig
 
 
 @dataclass(frozen=True, kw_only=True)

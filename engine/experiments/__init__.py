@@ -13,23 +13,23 @@ Integration points (what serving, the CLI and the demo page call):
   .get(name)`` the experiment; ``Experiment.variant(name).strategy`` ("popular" | "personalised") what to show.
 - ``EventStore(url).add_events([Event(...)])`` → ``AddResult`` (per event: new or duplicate), and
   ``EventStore.session_events(session_id)`` → the session's view / add_to_cart / purchase events in time
-  order (for session fold-in). Both live in ``engine.eventstore``.
+  order (for session fold-in). Both live in ``engine.experiments.eventstore``.
 - ``experiment_report(store, name, *, as_of=None) -> dict`` (JSON-ready), ``render_report(report) -> str``,
   ``chart_png(report) -> bytes`` / ``write_chart(report, path)``.
-- The HTTP-driven simulation: ``engine.experiments.simulator.run_shoppers(shoppers, visit=..., sink=...,
+- The HTTP-driven simulation: ``engine.experiments.simulation.run_shoppers(shoppers, visit=..., sink=...,
   show=..., variants=...)`` with ``make_shoppers(load_tastes(store_dir), ...)``; ``visit`` calls the image-set
   endpoint, ``sink`` posts to ``/v1/events``, ``show(unit_id, variant)`` fetches a given variant's set
   (for the true lift). See docs/EXPERIMENTS.md.
 """
 
 from engine.experiments.assignment import assign, bucket, in_traffic, record_exposure, record_exposures, unit_id_for
-from engine.experiments.config import (
+from engine.experiments.definition import (
     Experiment,
     Variant,
     experiment_from_dict,
     load_experiment_file,
 )
-from engine.experiments.registry import (
+from engine.experiments.manager import (
     ExperimentExists,
     ExperimentRegistry,
     UnknownExperiment,

@@ -24,8 +24,8 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 
-from engine.eventstore import EventStore, ExposureIn, to_epoch
-from engine.experiments.config import Experiment
+from engine.experiments.definition import Experiment
+from engine.experiments.eventstore import EventStore, ExposureIn, to_epoch
 
 BUCKETS = 10_000
 

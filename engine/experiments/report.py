@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from engine.eventstore import EventStore, to_epoch
 from engine.experiments import stats
-from engine.experiments.config import Experiment
-from engine.experiments.registry import ExperimentRegistry
+from engine.experiments.definition import Experiment
+from engine.experiments.eventstore import EventStore, to_epoch
+from engine.experiments.manager import ExperimentRegistry
 
 DAY_S = 86_400.0
 SRM_THRESHOLD = 1e-3

@@ -6,8 +6,8 @@ model that the log simulator and an A/B simulator share.
 """
 
 from engine.world.art import CLASSES, COLOURS, PATTERNS, draw_item
+from engine.world.behaviour import ShopperBehaviour, draw_appeal, simulate_events
 from engine.world.demo_store import DemoStoreConfig, load_tastes, make_catalogue, write_demo_store
-from engine.world.simulate import ShopperBehaviour, draw_appeal, simulate_events
 from engine.world.tastes import ATTRIBUTES, VOCABULARIES, Taste, TastePrior, draw_tastes, utilities
 
 __all__ = [

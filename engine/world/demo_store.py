@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from engine.world.art import CLASSES, COLOURS, PATTERNS, draw_item
-from engine.world.simulate import EVENT_COLUMNS, EVENT_TYPES, simulate_events
+from engine.world.behaviour import EVENT_COLUMNS, EVENT_TYPES, simulate_events
 from engine.world.tastes import ATTRIBUTES, Taste, draw_tastes
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.experiments.http_sim import ApiClient, HttpSimulationSettings, consistency_checks, simulate_http
+from engine.experiments.http_simulation import ApiClient, HttpSimulationSettings, consistency_checks, simulate_http
 from engine.world import load_tastes
 
 TOKEN = "sim-token"
@@ -41,8 +41,8 @@ def test_http_simulation_counts_every_exposure_and_conversion(api, demo_store):
 
 
 def test_the_report_would_notice_a_lost_conversion():
-    from engine.experiments.http_sim import HttpRun
-    from engine.experiments.simulator import RunOutcome
+    from engine.experiments.http_simulation import HttpRun
+    from engine.experiments.simulation import RunOutcome
 
     report = {"variants": [{"name": "a", "exposures": 10, "conversions": 2}]}
     run = HttpRun("x", report, RunOutcome(exposed={"a": 10}, converted={"a": 3}), requests=1, seconds=1.0)

@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.pipeline import retrain_embeddings
-from engine.promotion import promote_bundle
-from engine.registry import ArtifactRegistry
+from engine.artifacts.promotion import promote_bundle
+from engine.artifacts.registry import ArtifactRegistry
+from engine.training.pipeline import retrain_embeddings
 
 TOKEN = "s3cret"
 
@@ -34,7 +34,7 @@ def _client(root, **kw):
 
 def test_retrained_bundle_shares_the_parents_generator_and_records_its_parent(two_bundles):
     root, old, new = two_bundles
-    from models._io import read_json
+    from models.io import read_json
 
     manifest = read_json(root / new / "manifest.json")
     assert manifest["parents"] == [old] and manifest["retrained"] == ["embeddings"]

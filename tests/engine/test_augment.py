@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from engine.augment import cutout, diff_augment, translate
+from engine.training.augment import cutout, diff_augment, translate
 
 
 def distinct_pixels(b: int = 16, c: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:

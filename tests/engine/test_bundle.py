@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bundle import load_bundle
-from engine.promotion import promote_bundle
-from engine.registry import ArtifactRegistry, BundleRefused
+from engine.artifacts.bundle import load_bundle
+from engine.artifacts.promotion import promote_bundle
+from engine.artifacts.registry import ArtifactRegistry, BundleRefused
 
 
 def test_bundle_round_trip_has_every_component_and_manifest(trained_artifacts):

@@ -4,7 +4,7 @@ import json
 
 from PIL import Image
 
-from engine.evaluate import evaluate_bundle
+from engine.evaluation.bundle import evaluate_bundle
 
 
 def test_evaluation_report_has_every_section_with_baselines(trained_artifacts, demo_store, tmp_path):

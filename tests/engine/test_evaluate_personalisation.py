@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from engine.evaluate_personalisation import evaluate_personalisation, render
+from engine.evaluation.personalisation import evaluate_personalisation, render
 
 
 @pytest.mark.slow
@@ -27,7 +27,7 @@ def test_the_report_has_every_measurement_and_renders(demo_store, trained_artifa
 def test_held_out_days_are_the_fewest_with_enough_known_buyers():
     import pandas as pd
 
-    from engine.evaluate_personalisation import held_out_days
+    from engine.evaluation.personalisation import held_out_days
 
     day = pd.Timestamp("2026-01-10", tz="UTC")
     rows = [(u, day - pd.Timedelta(days=9), "view") for u in "abcdef"]  # everyone seen early on

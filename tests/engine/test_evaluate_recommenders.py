@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from engine.evaluate_recommenders import evaluate_recommenders, render
-from engine.recommenders import ItemKNNRecommender, PopularityRecommender, RepurchaseRecommender
-from engine.reranker import RerankerConfig, RerankRecommender
+from engine.evaluation.recommenders import evaluate_recommenders, render
+from engine.recommend.baselines import ItemKNNRecommender, PopularityRecommender, RepurchaseRecommender
+from engine.recommend.reranker import RerankerConfig, RerankRecommender
 from features.split import validation_splits
 
 
@@ -67,7 +67,7 @@ def test_validation_report_scores_each_period_and_never_the_test_period(demo_sto
 def test_a_test_period_of_new_shoppers_only_has_no_warm_comparison_and_says_so():
     import warnings
 
-    from engine.evaluate_recommenders import recommender_suite, score_split
+    from engine.evaluation.recommenders import recommender_suite, score_split
     from features.split import time_split
 
     events = daily_log(6)

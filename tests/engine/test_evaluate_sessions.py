@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.bundle import load_bundle
-from engine.evaluate_sessions import fold_in_against_training, render, session_response
-from engine.personaliser import Personaliser
+from engine.artifacts.bundle import load_bundle
+from engine.evaluation.sessions import fold_in_against_training, render, session_response
+from engine.serving.personaliser import Personaliser
 from features.readers import read_store
 
 
@@ -59,7 +59,7 @@ def test_share_outside_the_unit_interval_is_refused(demo_store):
 
 
 def test_with_session_sums_repeats_and_weights_only_the_session():
-    from engine.sessions import with_session
+    from engine.serving.sessions import with_session
 
     rows, strengths = with_session(
         np.array([3, 1]), np.array([1.0, 2.0]), np.array([1, 5, 5]), np.array([0.5, 1.0, 1.0]), session_weight=4
@@ -90,7 +90,7 @@ def _drifting_log(shoppers: int = 150, seed: int = 0):
 
 
 def test_session_weight_study_finds_that_a_telling_session_should_count_more():
-    from engine.evaluate_sessions import session_weight_study
+    from engine.evaluation.sessions import session_weight_study
     from models.embeddings import EmbeddingConfig
 
     report = session_weight_study(
@@ -105,7 +105,7 @@ def test_session_weight_study_finds_that_a_telling_session_should_count_more():
 
 
 def test_session_weight_study_pools_the_shoppers_of_several_periods(demo_store):
-    from engine.evaluate_sessions import session_weight_study
+    from engine.evaluation.sessions import session_weight_study
     from models.embeddings import EmbeddingConfig
 
     events = read_store(demo_store).events
@@ -129,7 +129,7 @@ def test_session_weight_study_pools_the_shoppers_of_several_periods(demo_store):
 
 
 def test_a_log_too_short_for_the_session_study_keeps_the_fold_in_figures(demo_store):
-    from engine.evaluate_sessions import evaluate_sessions
+    from engine.evaluation.sessions import evaluate_sessions
 
     report = evaluate_sessions(
         data_path=demo_store, test_days=3, session_weights=(0, 1), session_periods=50, show_progress=False

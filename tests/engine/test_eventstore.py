@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from engine.eventstore import (
+from engine.experiments.eventstore import (
     BadEvents,
     Event,
     EventStore,

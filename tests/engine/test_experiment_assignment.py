@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.eventstore import EventStore
 from engine.experiments import (
     Experiment,
     ExperimentExists,
@@ -25,6 +24,7 @@ from engine.experiments import (
     unit_id_for,
 )
 from engine.experiments.assignment import variant_bounds
+from engine.experiments.eventstore import EventStore
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 STOP = START + timedelta(days=30)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.eventstore import Event, EventStore, ExposureIn
 from engine.experiments import (
     Experiment,
     ExperimentRegistry,
@@ -18,6 +17,7 @@ from engine.experiments import (
     stats,
     write_chart,
 )
+from engine.experiments.eventstore import Event, EventStore, ExposureIn
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 DAY = 86_400.0

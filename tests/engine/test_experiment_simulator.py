@@ -7,9 +7,9 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from engine.eventstore import EventStore
 from engine.experiments import Experiment, ExperimentRegistry, Variant, experiment_report
-from engine.experiments.simulator import (
+from engine.experiments.eventstore import EventStore
+from engine.experiments.simulation import (
     SIM_START,
     ShopperResponse,
     Shown,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.gan_training import GANTrainConfig, train_gan
+from engine.training.gan import GANTrainConfig, train_gan
 from models.gan import GANConfig
 from tests.engine.coloured_squares import PALETTE, colour_dataset
 

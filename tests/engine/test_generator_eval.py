@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.generator_eval import (
+from engine.evaluation.generator import (
     conditional_accuracy,
     evaluate_generator,
     frechet_distance,

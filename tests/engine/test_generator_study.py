@@ -12,10 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.generator_study as study
+import engine.evaluation.generator_study as study
 from engine.cli import main
-from engine.gan_training import GANTrainConfig, train_gan
-from engine.generator_study import (
+from engine.evaluation.generator_study import (
     diffaugment_default,
     encode,
     evaluate_run,
@@ -26,10 +25,11 @@ from engine.generator_study import (
     targets,
     train_run,
 )
-from engine.vae_training import VAETrainConfig, train_vae
+from engine.training.gan import GANTrainConfig, train_gan
+from engine.training.vae import VAETrainConfig, train_vae
 from features.image_datasets import ImageDataset
-from models._io import config_from_dict
 from models.gan import GANConfig, Generator
+from models.io import config_from_dict
 from models.vae import ConditionalVAE, VAEConfig
 
 # 24 held-out images give 128-d features a singular covariance; frechet_distance handles that (and warns)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from engine.bundle import load_bundle
-from engine.personaliser import Personaliser, UnknownImage, mmr_relevance, stable_seed
+from engine.artifacts.bundle import load_bundle
+from engine.serving.personaliser import Personaliser, UnknownImage, mmr_relevance, stable_seed
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,8 @@ def test_image_sets_are_stable_per_user_and_differ_between_users(personaliser):
 def test_nearest_items_of_a_catalogue_photo_start_with_itself(personaliser):
     import torch
 
-    from engine.gan_training import to_tensor_images
     from features.images import load_image
+    from models.pixels import to_tensor_images
 
     bundle = personaliser.bundle
     row = int(np.flatnonzero(bundle.catalogue["has_image"].to_numpy())[0])
@@ -80,7 +80,7 @@ def test_render_refuses_ids_of_other_bundles(personaliser):
 
 
 def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
-    from engine.personaliser import _distinct_picks
+    from engine.serving.personaliser import _distinct_picks
 
     # two images whose pools share items 7 and 8; the shopper likes 7 best, then 8, then 1, then 2
     items = [np.array([7, 8, 1]), np.array([8, 7, 2])]
@@ -96,7 +96,7 @@ def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
 
 
 def test_distinct_picks_fall_back_to_shared_items_when_a_pool_runs_dry():
-    from engine.personaliser import _distinct_picks
+    from engine.serving.personaliser import _distinct_picks
 
     items = [np.array([5, 6]), np.array([5, 6])]
     scores = [np.array([2.0, 1.0]), np.array([2.0, 1.0])]
@@ -107,7 +107,7 @@ def test_distinct_picks_fall_back_to_shared_items_when_a_pool_runs_dry():
 
 
 def test_cold_calibration_recovers_the_factor_scale():
-    from engine.personaliser import cold_calibration
+    from engine.serving.personaliser import cold_calibration
 
     rng = np.random.default_rng(0)
     users = rng.normal(size=(300, 8))

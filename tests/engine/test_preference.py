@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bundle import load_bundle
-from engine.personaliser import Personaliser, PersonaliserConfig
-from engine.sessions import SessionEvent
+from engine.artifacts.bundle import load_bundle
+from engine.serving.personaliser import Personaliser, PersonaliserConfig
+from engine.serving.sessions import SessionEvent
 
 
 @pytest.fixture(scope="module")

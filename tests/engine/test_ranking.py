@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.ranking import build_task, paired_ratio_ci, per_user_metrics, ranking_metrics
-from engine.recommenders import PopularityRecommender, RepurchaseRecommender, build_interactions
+from engine.recommend.baselines import PopularityRecommender, RepurchaseRecommender, build_interactions
+from engine.recommend.ranking import build_task, paired_ratio_ci, per_user_metrics, ranking_metrics
 from features.weighting import WeightingConfig
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.recommenders import build_interactions
-from engine.reranker import RerankerConfig, RerankRecommender
+from engine.recommend.baselines import build_interactions
+from engine.recommend.reranker import RerankerConfig, RerankRecommender
 from features.weighting import WeightingConfig
 
 
@@ -94,7 +94,7 @@ def _attribute_log():
 
 
 def test_attribute_features_and_class_best_sellers():
-    from engine.reranker import FEATURES, _Sources
+    from engine.recommend.reranker import FEATURES, _Sources
 
     df, attrs = _attribute_log()
     data = build_interactions(df, WeightingConfig(half_life_days=None))
@@ -118,7 +118,7 @@ def test_attribute_features_and_class_best_sellers():
 
 
 def test_without_attributes_the_attribute_features_are_missing_not_wrong():
-    from engine.reranker import FEATURES, _Sources
+    from engine.recommend.reranker import FEATURES, _Sources
 
     df, _ = _attribute_log()
     data = build_interactions(df, WeightingConfig())
@@ -130,7 +130,7 @@ def test_without_attributes_the_attribute_features_are_missing_not_wrong():
 
 
 def test_sale_features_come_from_the_prices_paid():
-    from engine.reranker import FEATURES, _Sources
+    from engine.recommend.reranker import FEATURES, _Sources
 
     df, attrs = _attribute_log()
     # d3 sold at 40 on days 0 and 1, then at 20 on day 2 (the log's last day): on sale at half price
@@ -177,7 +177,7 @@ def _channel_log() -> pd.DataFrame:
 
 
 def test_own_item_context_and_basket_features():
-    from engine.reranker import FEATURES, _Sources
+    from engine.recommend.reranker import FEATURES, _Sources
 
     df = _channel_log()
     data = build_interactions(df, WeightingConfig(half_life_days=None))
@@ -202,7 +202,7 @@ def test_own_item_context_and_basket_features():
 
 
 def test_session_cooccurrence_links_basket_items_and_skips_sprees():
-    from engine.reranker import _session_cooccurrence
+    from engine.recommend.reranker import _session_cooccurrence
 
     ev = pd.DataFrame(
         {

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.gan_training import GANTrainConfig, train_gan
-from engine.vae_training import VAETrainConfig, gaussian_nll_shared_sigma, train_vae
+from engine.training.gan import GANTrainConfig, train_gan
+from engine.training.vae import VAETrainConfig, gaussian_nll_shared_sigma, train_vae
 from models.gan import GANConfig
 from models.vae import VAEConfig
 from tests.engine.coloured_squares import PALETTE, colour_dataset

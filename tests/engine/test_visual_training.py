@@ -3,7 +3,7 @@
 import numpy as np
 import scipy.sparse as sp
 
-from engine.visual_training import VisualData, VisualTrainConfig, auc_per_user, encode_items, recall_at_k, train_encoder
+from engine.training.visual import VisualData, VisualTrainConfig, auc_per_user, encode_items, recall_at_k, train_encoder
 
 
 def test_auc_counts_negatives_below_the_positive_and_ignores_other_known_items():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from engine.train_embeddings import fit_embeddings
+from engine.recommend.factors import fit_embeddings
 from models.embeddings import EmbeddingConfig, EmbeddingModel
 
 
