@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from models.io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import load_state, read_config, save_module
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,18 +75,11 @@ class AttributeClassifier(nn.Module):
         return F.normalize(self.embed(x), dim=1)
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "config.json", config_to_dict(self.config))
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-            str(directory / "classifier.safetensors"),
-        )
+        """Write ``config.json`` and ``classifier.safetensors``."""
+        save_module(self, self.config, directory, "classifier")
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "cpu") -> AttributeClassifier:
-        directory = Path(directory)
-        config = config_from_dict(ClassifierConfig, read_json(directory / "config.json"), source=str(directory))
-        model = cls(config)
-        model.load_state_dict(load_file(str(directory / "classifier.safetensors"), device=device), strict=True)
-        return model.to(device).eval()
+        """Rebuild the classifier from its saved config and weights, in eval mode."""
+        model = cls(read_config(ClassifierConfig, directory))
+        return load_state(model, directory, "classifier", device=device).to(device).eval()

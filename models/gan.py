@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
-from models.io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import load_state, read_config, save_module
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,6 +134,17 @@ class Generator(nn.Module):
             h = block(h, ez)
         return torch.tanh(self.out_conv(F.relu(self.out_bn(h))))
 
+    def save(self, directory: Path, *, name: str = "generator_ema") -> None:
+        """Write ``config.json`` and ``<name>.safetensors``. Bundles and study runs keep the generator that
+        samples (the EMA one) under the default name, beside ``discriminator.safetensors``."""
+        save_module(self, self.config, directory, name)
+
+    @classmethod
+    def load(cls, directory: Path, *, name: str = "generator_ema", device: str = "cpu") -> Generator:
+        """Rebuild the generator from its saved config and weights, in eval mode."""
+        generator = load_state(cls(read_config(GANConfig, directory)), directory, name, device=device)
+        return generator.to(device).eval()
+
 
 class DBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool) -> None:
@@ -203,26 +213,16 @@ class Discriminator(nn.Module):
             out = out + (proj(y[:, a]) * phi).sum(dim=1)
         return out
 
+    def save(self, directory: Path) -> None:
+        """Write ``config.json`` and ``discriminator.safetensors`` (with its spectral norms' u and v)."""
+        save_module(self, self.config, directory, "discriminator")
 
-def save_module(module: nn.Module, config: GANConfig, directory: Path, name: str) -> None:
-    """Write ``<name>.safetensors`` and ``config.json`` (the config that rebuilds the module)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "config.json", config_to_dict(config))
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(directory / f"{name}.safetensors"))
-
-
-def load_config(directory: Path) -> GANConfig:
-    return config_from_dict(GANConfig, read_json(Path(directory) / "config.json"), source=str(directory))
-
-
-def load_generator(directory: Path, *, name: str = "generator_ema", device: str = "cpu") -> Generator:
-    """Rebuild the generator from its saved config and weights, in eval mode."""
-    directory = Path(directory)
-    g = Generator(load_config(directory))
-    g.load_state_dict(load_file(str(directory / f"{name}.safetensors"), device=device), strict=True)
-    return g.to(device).eval()
+    @classmethod
+    def load(cls, directory: Path, *, device: str = "cpu") -> Discriminator:
+        """The discriminator for evaluation and serving (realism scores), with its spectral norms folded in
+        (see :func:`freeze_spectral_norm`)."""
+        discriminator = load_state(cls(read_config(GANConfig, directory)), directory, "discriminator", device=device)
+        return freeze_spectral_norm(discriminator.eval()).to(device)
 
 
 def freeze_spectral_norm(module: nn.Module) -> nn.Module:
@@ -241,11 +241,3 @@ def freeze_spectral_norm(module: nn.Module) -> nn.Module:
             if isinstance(hook, SpectralNorm):
                 remove_spectral_norm(m, hook.name)
     return module
-
-
-def load_discriminator(directory: Path, *, device: str = "cpu") -> Discriminator:
-    """The discriminator for evaluation (realism scores), with its spectral norms folded in."""
-    directory = Path(directory)
-    d = Discriminator(load_config(directory))
-    d.load_state_dict(load_file(str(directory / "discriminator.safetensors"), device=device), strict=True)
-    return freeze_spectral_norm(d.eval()).to(device)

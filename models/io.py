@@ -1,4 +1,8 @@
-"""Small helpers every component uses to save its frozen config next to its weights."""
+"""Small helpers every component uses to save its frozen config next to its weights.
+
+A component's folder holds ``config.json`` (its frozen config dataclass, read back strictly) and one
+``<name>.safetensors`` file per network: never a pickle for what the API loads.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,13 @@ import os
 import tempfile
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import nn
 
 T = TypeVar("T")
+M = TypeVar("M", bound="nn.Module")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -55,3 +63,27 @@ def read_json(path: Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing")
     return json.loads(path.read_text())
+
+
+def read_config(cls: type[T], directory: Path) -> T:
+    """The component's ``config.json`` as a ``cls``, refusing unknown keys."""
+    return config_from_dict(cls, read_json(Path(directory) / "config.json"), source=str(directory))
+
+
+def save_module(module: nn.Module, config: Any, directory: Path, name: str) -> None:
+    """Write ``config.json`` (the config that rebuilds ``module``) and ``<name>.safetensors`` (its state)."""
+    from safetensors.torch import save_file  # torch only where weights are written: the JSON helpers stay light
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", config_to_dict(config))
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(directory / f"{name}.safetensors"))
+
+
+def load_state(module: M, directory: Path, name: str, *, device: str = "cpu") -> M:
+    """``module`` with the state of ``<name>.safetensors`` loaded strictly (every key, no other)."""
+    from safetensors.torch import load_file
+
+    module.load_state_dict(load_file(str(Path(directory) / f"{name}.safetensors"), device=device), strict=True)
+    return module

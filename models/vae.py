@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from models.gan import GANConfig, Generator
-from models.io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import load_state, read_config, save_module
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,19 +38,9 @@ class VAEConfig:
     max_width: int = 256
 
     def __post_init__(self) -> None:
-        if len(self.attribute_names) != len(self.cardinalities) or not self.attribute_names:
-            raise ValueError("attribute_names and cardinalities must be non-empty and of equal length")
-        if any(c < 1 for c in self.cardinalities):
-            raise ValueError(f"every cardinality must be >= 1; got {self.cardinalities}")
-        if self.image_size not in (16, 32, 64, 128):
-            raise ValueError(f"image_size must be 16, 32, 64 or 128; got {self.image_size}")
-        if self.arch not in ("resnet", "dcgan"):
-            raise ValueError(f"arch must be 'resnet' or 'dcgan'; got {self.arch!r}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
-        for name in ("z_dim", "embed_dim", "g_width", "e_width", "max_width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive")
+        if self.e_width < 1:
+            raise ValueError("e_width must be positive")
+        self.decoder_config()  # GANConfig checks every field the two share, with the same messages
 
     def decoder_config(self) -> GANConfig:
         """The generator architecture the decoder uses (its d_width is unused)."""
@@ -115,24 +104,11 @@ class ConditionalVAE(nn.Module):
     def reparameterise(mu: Tensor, logvar: Tensor, eps: Tensor) -> Tensor:
         return mu + (0.5 * logvar).exp() * eps
 
+    def save(self, directory: Path) -> None:
+        """Write ``config.json`` and ``vae.safetensors``: encoder and decoder, so it can be trained further."""
+        save_module(self, self.config, directory, "vae")
 
-def save_vae(vae: ConditionalVAE, directory: Path) -> None:
-    """Write ``vae.safetensors`` and ``config.json`` (the config that rebuilds it)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "config.json", config_to_dict(vae.config))
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in vae.state_dict().items()}, str(directory / "vae.safetensors")
-    )
-
-
-def load_vae_config(directory: Path) -> VAEConfig:
-    return config_from_dict(VAEConfig, read_json(Path(directory) / "config.json"), source=str(directory))
-
-
-def load_vae(directory: Path, *, device: str = "cpu") -> ConditionalVAE:
-    """Rebuild the VAE from its saved config and weights, in eval mode."""
-    directory = Path(directory)
-    vae = ConditionalVAE(load_vae_config(directory))
-    vae.load_state_dict(load_file(str(directory / "vae.safetensors"), device=device), strict=True)
-    return vae.to(device).eval()
+    @classmethod
+    def load(cls, directory: Path, *, device: str = "cpu") -> ConditionalVAE:
+        """Rebuild the VAE from its saved config and weights, in eval mode."""
+        return load_state(cls(read_config(VAEConfig, directory)), directory, "vae", device=device).to(device).eval()

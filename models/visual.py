@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from models.io import config_from_dict, config_to_dict, read_json, write_json
+from models.io import config_from_dict, config_to_dict, load_state, read_config, read_json, save_module, write_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,22 +98,19 @@ class VisualComponent:
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "config.json", config_to_dict(self.encoder.config))
+        save_module(self.encoder, self.encoder.config, directory, "encoder")
         write_json(
             directory / "calibration.json",
             {**config_to_dict(self.calibration), "factors_digest": self.factors_digest},
         )
-        state = {k: v.detach().cpu().contiguous() for k, v in self.encoder.state_dict().items()}
-        save_file(state, str(directory / "encoder.safetensors"))
         np.savez(directory / "item_vectors.npz", item_ids=self.item_ids, item_vectors=self.item_vectors)
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "cpu") -> VisualComponent:
         directory = Path(directory)
-        config = config_from_dict(VisualEncoderConfig, read_json(directory / "config.json"), source=str(directory))
-        encoder = VisualEncoder(config)
-        encoder.load_state_dict(load_file(str(directory / "encoder.safetensors"), device=device), strict=True)
+        encoder = load_state(
+            VisualEncoder(read_config(VisualEncoderConfig, directory)), directory, "encoder", device=device
+        )
         cal = dict(read_json(directory / "calibration.json"))
         digest = str(cal.pop("factors_digest"))
         calibration = config_from_dict(VisualCalibration, cal, source=str(directory / "calibration.json"))

@@ -21,7 +21,7 @@ from features.attributes import AttributeEncoder
 from features.weighting import WeightingConfig
 from models.classifier import AttributeClassifier
 from models.embeddings import EmbeddingModel
-from models.gan import Discriminator, Generator, load_discriminator, load_generator
+from models.gan import Discriminator, Generator
 from models.io import config_from_dict, read_json
 from models.retriever import FaissRetriever
 from models.visual import VisualComponent, factors_digest
@@ -93,7 +93,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         cat_manifest = read_json(path / "catalogue" / "manifest.json")
         embeddings = EmbeddingModel.load(path / "embeddings")
         weighting = config_from_dict(WeightingConfig, read_json(path / "embeddings" / "weighting.json"))
-        generator = load_generator(path / "generator", device=device)
+        generator = Generator.load(path / "generator", device=device)
         classifier = AttributeClassifier.load(path / "classifier", device=device)
         retriever = FaissRetriever.load(path / "index")
         history = sp.load_npz(path / "embeddings" / "history.npz").tocsr()
@@ -101,7 +101,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         if (path / "visual").is_dir():
             _check_manifest(path / "visual", "visual", problems)
             visual = VisualComponent.load(path / "visual", device=device)
-            discriminator = load_discriminator(path / "generator", device=device)
+            discriminator = Discriminator.load(path / "generator", device=device)
     except Exception as exc:
         raise BundleRefused(
             f"bundle {path.name} refused: a component failed to load ({type(exc).__name__}: {exc})"

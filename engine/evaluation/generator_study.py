@@ -40,9 +40,9 @@ from features.attributes import AttributeEncoder
 from features.image_datasets import ImageDataset, read_fashion_mnist, read_myntra, store_images
 from features.readers import read_store
 from models.classifier import AttributeClassifier, ClassifierConfig
-from models.gan import GANConfig, load_generator, save_module
+from models.gan import GANConfig, Generator
 from models.io import config_to_dict, write_json
-from models.vae import VAEConfig, load_vae, save_vae
+from models.vae import ConditionalVAE, VAEConfig
 
 logger = logging.getLogger(__name__)
 
@@ -149,12 +149,12 @@ def train_run(
         _check_resume(read_run(out), ds, model, seed, train_config)
     if model == "gan":
         result = train_gan(images, conds, model_config, train_config, **fit)
-        save_module(result.generator_ema.cpu(), model_config, out / "model", "generator_ema")
+        result.generator_ema.cpu().save(out / "model")
         aug = result.diffaugment
     else:
         aug = False
         result = train_vae(images, conds, model_config, train_config, **fit)
-        save_vae(result.vae.cpu(), out / "model")  # with its encoder, so it can be trained further
+        result.vae.cpu().save(out / "model")  # with its encoder, so it can be trained further
     info = {
         "schema_version": RUN_SCHEMA,
         "dataset": ds.name,
@@ -224,8 +224,8 @@ def read_run(run: Path) -> dict:
 def load_run_generator(run: Path, info: dict, *, device: str = "cpu") -> nn.Module:
     """The run's sampling network, called as ``g(z, y)``."""
     if info["model"] == "gan":
-        return load_generator(Path(run) / "model", device=device)
-    return load_vae(Path(run) / "model", device=device)
+        return Generator.load(Path(run) / "model", device=device)
+    return ConditionalVAE.load(Path(run) / "model", device=device)
 
 
 # ---------------------------------------------------------------------------------------------- judges

@@ -39,7 +39,7 @@ from features.split import time_split
 from features.vocab import IdVocabulary
 from features.weighting import EventWeighter
 from models.classifier import AttributeClassifier, ClassifierConfig
-from models.gan import GANConfig, save_module
+from models.gan import Discriminator, GANConfig, Generator
 from models.io import config_to_dict, read_json, write_json
 from models.pixels import to_tensor_images
 from models.retriever import FaissRetriever
@@ -290,8 +290,8 @@ def _train_into(
             show_progress=show_progress,
         )
         gan_dir = out / "generator"
-        save_module(result.generator_ema, gcfg, gan_dir, "generator_ema")
-        save_module(result.discriminator, gcfg, gan_dir, "discriminator")
+        result.generator_ema.save(gan_dir)
+        result.discriminator.save(gan_dir)
         write_json(
             gan_dir / "manifest.json",
             manifest(
@@ -528,7 +528,6 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
     which drops it) a ``visual/`` component without retraining the GAN. Nothing is promoted.
     """
     from features.images import load_images
-    from models.gan import load_discriminator, load_generator
 
     registry = ArtifactRegistry(artifacts)
     parent = parent or registry.current()
@@ -568,8 +567,8 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
             raise ValueError(f"{int((~ok).sum())} catalogue images of bundle {parent} no longer load from {root}")
         encoder = AttributeEncoder.from_dict(read_json(parent_dir / "catalogue" / "attributes.json"))
         classifier = AttributeClassifier.load(parent_dir / "classifier")
-        generator = load_generator(parent_dir / "generator")
-        discriminator = load_discriminator(parent_dir / "generator")
+        generator = Generator.load(parent_dir / "generator")
+        discriminator = Discriminator.load(parent_dir / "generator")
         matrix = sp.load_npz(parent_dir / "embeddings" / "history.npz").tocsr()
         with timer.step("train visual encoder (DVBPR)"):
             vmetrics = visual_into(
