@@ -94,12 +94,12 @@ def _attribute_log():
 
 
 def test_attribute_features_and_class_best_sellers():
-    from engine.recommend.reranker import FEATURES, _Sources
+    from engine.recommend.candidates import FEATURES, CandidateSources
 
     df, attrs = _attribute_log()
     data = build_interactions(df, WeightingConfig(half_life_days=None))
     config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=0, als_candidates=0)
-    src = _Sources(data, None, attrs.reindex(data.items.ids_), config, seed=0)
+    src = CandidateSources(data, None, attrs.reindex(data.items.ids_), config, seed=0)
     a = data.users.transform(["A"])
     _, pi, x = src.candidates(a)
     items = list(data.items.ids_[pi])
@@ -118,11 +118,11 @@ def test_attribute_features_and_class_best_sellers():
 
 
 def test_without_attributes_the_attribute_features_are_missing_not_wrong():
-    from engine.recommend.reranker import FEATURES, _Sources
+    from engine.recommend.candidates import FEATURES, CandidateSources
 
     df, _ = _attribute_log()
     data = build_interactions(df, WeightingConfig())
-    src = _Sources(data, None, None, RerankerConfig(als_candidates=0), seed=0)
+    src = CandidateSources(data, None, None, RerankerConfig(als_candidates=0), seed=0)
     _, _, x = src.candidates(data.users.transform(["A", "B"]))
     for name in ("class_share", "colour_share", "price_gap", "class_sales_rank"):
         col = x[:, FEATURES.index(name)]
@@ -130,7 +130,7 @@ def test_without_attributes_the_attribute_features_are_missing_not_wrong():
 
 
 def test_sale_features_come_from_the_prices_paid():
-    from engine.recommend.reranker import FEATURES, _Sources
+    from engine.recommend.candidates import FEATURES, CandidateSources
 
     df, attrs = _attribute_log()
     # d3 sold at 40 on days 0 and 1, then at 20 on day 2 (the log's last day): on sale at half price
@@ -140,7 +140,7 @@ def test_sale_features_come_from_the_prices_paid():
     data = build_interactions(df, WeightingConfig(half_life_days=None))
     config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=0, als_candidates=0)
     listed = attrs.assign(price=99.0)  # a catalogue price that the log's own prices paid must override
-    src = _Sources(data, None, listed.reindex(data.items.ids_), config, seed=0)
+    src = CandidateSources(data, None, listed.reindex(data.items.ids_), config, seed=0)
     _, pi, x = src.candidates(data.users.transform(["A"]))
     feat = dict(zip(data.items.ids_[pi], x, strict=True))
     price = FEATURES.index("log_price")
@@ -152,7 +152,7 @@ def test_sale_features_come_from_the_prices_paid():
     assert np.isnan(feat["d1"][last])  # not sold on the last day: no last-day price
 
     # a log without prices leaves the sale features unknown rather than wrong
-    src = _Sources(build_interactions(df.drop(columns="price"), WeightingConfig()), None, None, config, seed=0)
+    src = CandidateSources(build_interactions(df.drop(columns="price"), WeightingConfig()), None, None, config, seed=0)
     _, _, x = src.candidates(data.users.transform(["A"]))
     assert np.isnan(x[:, [last, low]]).all()
 
@@ -177,12 +177,12 @@ def _channel_log() -> pd.DataFrame:
 
 
 def test_own_item_context_and_basket_features():
-    from engine.recommend.reranker import FEATURES, _Sources
+    from engine.recommend.candidates import FEATURES, CandidateSources
 
     df = _channel_log()
     data = build_interactions(df, WeightingConfig(half_life_days=None))
     config = RerankerConfig(knn_candidates=0, family_candidates=0, popular_candidates=10, als_candidates=0)
-    src = _Sources(data, None, None, config, seed=0)
+    src = CandidateSources(data, None, None, config, seed=0)
     _, pi, x = src.candidates(data.users.transform(["Z"]))
     feat = dict(zip(data.items.ids_[pi], x, strict=True))
     rebuy, session = FEATURES.index("own_channel_rebuy"), FEATURES.index("own_session_items")
@@ -196,13 +196,14 @@ def test_own_item_context_and_basket_features():
     assert feat["v"][basket] > 0
 
     # without a channel column the re-buy rate is unknown; the session sizes stay
-    src = _Sources(build_interactions(df.drop(columns="channel"), WeightingConfig()), None, None, config, seed=0)
+    no_channel = build_interactions(df.drop(columns="channel"), WeightingConfig())
+    src = CandidateSources(no_channel, None, None, config, seed=0)
     _, pi, x = src.candidates(data.users.transform(["Z"]))
     assert np.isnan(x[:, rebuy]).all() and (x[:, session] > 0).any()
 
 
 def test_session_cooccurrence_links_basket_items_and_skips_sprees():
-    from engine.recommend.reranker import _session_cooccurrence
+    from engine.recommend.candidates import session_cooccurrence
 
     ev = pd.DataFrame(
         {
@@ -210,11 +211,11 @@ def test_session_cooccurrence_links_basket_items_and_skips_sprees():
             "item_row": [0, 1, 0, 1, 2, 3, 4],
         }
     )
-    co = _session_cooccurrence(ev, 5, max_items=2).toarray()
+    co = session_cooccurrence(ev, 5, max_items=2).toarray()
     assert co[0, 1] == co[1, 0] == pytest.approx(1.0)  # always bought together
     assert co[0, 0] == 0  # an item is not its own neighbour
     assert not co[2:, 2:].any()  # s3 has three items, over the cap: left out
-    assert _session_cooccurrence(ev, 5, max_items=3)[2, 3] > 0
+    assert session_cooccurrence(ev, 5, max_items=3)[2, 3] > 0
 
 
 def test_a_sparse_log_adds_older_windows_until_it_has_enough_labels():

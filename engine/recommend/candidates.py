@@ -1,0 +1,410 @@
+"""The re-ranker's candidate sources and the features of each (shopper, candidate) pair.
+
+Candidates for a shopper seen in training come from
+  * repurchase — the shopper's own items (fashion shoppers buy the same article again, or in another size);
+  * item-kNN — BM25-weighted item-item neighbours of the shopper's items (implicit's BM25Recommender);
+  * product family — other variants (``group``, e.g. H&M's product_code) of the shopper's items;
+  * ALS — the shopper's top items by the implicit ALS model's score;
+  * recent best sellers — the last day's most bought items;
+  * class best sellers — the week's best sellers of the shopper's favourite classes (with item attributes).
+Each (shopper, candidate) pair gets features from every source plus ALS's score, cosine item-kNN and
+same-session co-occurrence with the shopper's items, recency, popularity, the shopper's activity; for the
+shopper's own items, the size of the session they were last bought in and — where the log says where each
+purchase happened (online, in store) — how often that channel's purchases were bought again; when the
+catalogue has them, how much of the shopper's history shares the candidate's class, colour and pattern, its
+price and how it compares with what the shopper pays; and when the log has the price paid, whether the item
+is on sale (its last-day and lowest price over its highest). Where the log has prices paid, an item's price
+is their median over the sources' own log (so a training window never sees its label days' prices);
+otherwise the catalogue's listed price.
+
+:class:`CandidateSources` fits every source on one training log; :mod:`engine.recommend.reranker` fits one
+per labelling window and a learned model on their features.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from engine.recommend.baselines import Interactions, PopularityRecommender, item_knn_similarity
+from engine.recommend.factors import fit_embeddings
+
+if TYPE_CHECKING:
+    from engine.recommend.reranker import RerankerConfig
+
+# Per-shopper relative scores travel between training windows of different history lengths; absolute
+# counts (all-time popularity, a shopper's number of items) did not, and made the ranker worse on H&M.
+FEATURES = (
+    "own_rel",
+    "knn_rel",
+    "family_rel",
+    "als_rel",
+    "blend",
+    "own_days_since",
+    "is_own",
+    "knn_rank",
+    "pop_1d",
+    "own_purchases",
+    "user_days_since",
+    "user_items",
+    "price_gap",
+    "class_share",
+    "colour_share",
+    "pattern_share",
+    "class_colour_share",
+    "class_sales_rank",
+    "discount_1d",
+    "discount_min",
+    "log_price",
+    "own_session_items",
+    "own_channel_rebuy",
+    "basket_rel",
+    "cosine_rel",
+)
+ATTRIBUTE_COLUMNS = ("class", "colour", "pattern")
+
+
+def _group_max(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, groups, values)
+    return top[groups]
+
+
+def _relative(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Each value divided by the largest value of its group (its shopper): scale-free per shopper."""
+    top = np.full(n_groups, -np.inf)
+    np.maximum.at(top, groups, values)
+    top = np.where(np.isfinite(top) & (top > 0), top, 1.0)
+    return values / top[groups]
+
+
+def session_cooccurrence(ev: pd.DataFrame, n_items: int, max_items: int = 50) -> sp.csr_matrix:
+    """Item-item cosine over sessions (H&M: a shopper's purchases of one day): items that share baskets.
+
+    Sessions with more than ``max_items`` distinct items are left out: a session of n items adds n² pairs,
+    and a browsing spree says little about which items go together (none in H&M's week or the demo store).
+    """
+    sessions = pd.factorize(ev["session_id"])[0]
+    s_i = sp.csr_matrix(
+        (np.ones(len(ev), np.float32), (sessions, ev["item_row"].to_numpy())), shape=(sessions.max() + 1, n_items)
+    )
+    s_i.data[:] = 1.0  # an item counts once per session
+    s_i = s_i[np.diff(s_i.indptr) <= max_items]
+    co = (s_i.T @ s_i).tocsr()
+    inv = sp.diags(1.0 / np.sqrt(np.maximum(co.diagonal(), 1)))
+    co.setdiag(0)
+    co.eliminate_zeros()
+    return (inv @ co @ inv).tocsr().astype(np.float32)
+
+
+def _row_top(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Keep each row's n largest entries."""
+    matrix = matrix.tocsr()
+    rows, cols, vals = [], [], []
+    for r in range(matrix.shape[0]):
+        start, end = matrix.indptr[r], matrix.indptr[r + 1]
+        if end == start:
+            continue
+        d, c = matrix.data[start:end], matrix.indices[start:end]
+        if len(d) > n:
+            keep = np.argpartition(-d, n - 1)[:n]
+            d, c = d[keep], c[keep]
+        rows.append(np.full(len(d), r))
+        cols.append(c)
+        vals.append(d)
+    if not rows:
+        return sp.csr_matrix(matrix.shape, dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=matrix.shape)
+
+
+def _row_ranks(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Same pattern, values replaced by the 1-based rank of each entry within its row (largest = 1)."""
+    matrix = matrix.tocsr().copy()
+    for r in range(matrix.shape[0]):
+        s, e = matrix.indptr[r], matrix.indptr[r + 1]
+        if e > s:
+            order = np.argsort(-matrix.data[s:e], kind="stable")
+            ranks = np.empty(e - s)
+            ranks[order] = np.arange(1, e - s + 1)
+            matrix.data[s:e] = ranks
+    return matrix
+
+
+class CandidateSources:
+    """Every candidate source, fitted on one training log; :meth:`candidates` gives warm shoppers' candidates and
+    each pair's :data:`FEATURES`."""
+
+    def __init__(
+        self,
+        data: Interactions,
+        groups: np.ndarray | None,
+        attributes: pd.DataFrame | None,
+        config: RerankerConfig,
+        seed: int,
+    ) -> None:
+        self.data = data
+        self.config = config
+        ev = data.events
+        ref_day = data.reference_time.floor("D")
+        n_users, n_items = data.matrix.shape
+        self.strength = data.matrix
+        ones = np.ones(len(ev), dtype=np.float32)
+        purchase = (ev["event_type"].astype(str) == "purchase").to_numpy()
+        self.purchases = sp.csr_matrix(
+            (ones[purchase], (ev["user_row"][purchase], ev["item_row"][purchase])), shape=(n_users, n_items)
+        )
+        age = ((ref_day - ev["timestamp"].dt.floor("D")).dt.days.to_numpy() + 1).astype(np.float32)
+        last = pd.DataFrame({"u": ev["user_row"], "i": ev["item_row"], "age": age}).groupby(["u", "i"])["age"].min()
+        self.own_age = sp.csr_matrix(
+            (last.to_numpy(), (last.index.get_level_values(0), last.index.get_level_values(1))),
+            shape=(n_users, n_items),
+        )
+        sold = ev[purchase] if purchase.any() else ev
+        sold_age = age[purchase] if purchase.any() else age
+        rows = sold["item_row"].to_numpy()
+        self.pop = {
+            "pop_1d": np.bincount(rows[sold_age <= 1], minlength=n_items).astype(np.float32),
+            "pop_7d": np.bincount(rows[sold_age <= 7], minlength=n_items).astype(np.float32),
+        }
+        self.popular = PopularityRecommender(window_days=1).fit(data).ranking_
+        self._fit_discounts(ev, age, n_items)
+        self._fit_own_context(ev, purchase, n_users, n_items)
+
+        knn = item_knn_similarity("bm25", data.matrix, config.knn_neighbours)
+        self.similarity = knn.similarity.tocsr().astype(np.float32)
+        self.cosine = item_knn_similarity("cosine", data.matrix, config.knn_neighbours).similarity.tocsr()
+        self.basket = session_cooccurrence(ev, n_items)
+        self.family = None
+        if groups is not None:
+            codes = pd.factorize(pd.Series(groups))[0]
+            known = np.flatnonzero(np.asarray(groups) != "")
+            g = sp.csr_matrix(
+                (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, codes.max() + 1)
+            )
+            same = (g @ g.T).tocsr()
+            same.setdiag(0)
+            same.eliminate_zeros()
+            # a sibling's weight grows with how well it sells, so popular variants come first
+            self.family = (same @ sp.diags(1.0 + np.log1p(self.pop["pop_7d"]))).tocsr()
+        self.als = fit_embeddings(
+            data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
+        )
+        self._fit_attributes(attributes, n_items)
+
+    def _fit_discounts(self, ev: pd.DataFrame, age: np.ndarray, n_items: int) -> None:
+        """Where the log has the price paid: an item's mean price on the last day, and its lowest price, each
+        over its highest price in the log (a sale shows as < 1; NaN where unknown)."""
+        self.discount_1d = np.full(n_items, np.nan, np.float32)
+        self.discount_min = np.full(n_items, np.nan, np.float32)
+        self.paid_price = None
+        if "price" not in ev or ev["price"].isna().all():
+            return
+        paid = pd.DataFrame({"i": ev["item_row"].to_numpy(), "p": ev["price"].to_numpy(), "age": age}).dropna()
+        span = paid.groupby("i")["p"].agg(["min", "max", "median"])
+        self.paid_price = np.full(n_items, np.nan)
+        self.paid_price[span.index] = span["median"].to_numpy()
+        last = paid[paid["age"] <= 1].groupby("i")["p"].mean()
+        self.discount_1d[last.index] = (last / span["max"].reindex(last.index)).to_numpy()
+        self.discount_min[span.index] = (span["min"] / span["max"]).to_numpy()
+
+    def _fit_own_context(self, ev: pd.DataFrame, purchase: np.ndarray, n_users: int, n_items: int) -> None:
+        """Per (shopper, own item): how many items the session of its last event held (one find among many is
+        re-bought less often), and — where the log says where purchases happened — how often a purchase in
+        that channel was bought again later in this log (an online order is re-bought in another size more
+        often than a purchase tried on in a store)."""
+        ev = ev.reset_index(drop=True)
+        u, i = ev["user_row"].to_numpy(), ev["item_row"].to_numpy()
+        session_items = ev.groupby("session_id", observed=True)["item_row"].transform("nunique").to_numpy()
+        last = ev.groupby(["user_row", "item_row"])["timestamp"].idxmax().to_numpy()
+        self.own_session = sp.csr_matrix(
+            (session_items[last].astype(np.float32), (u[last], i[last])), shape=(n_users, n_items)
+        )
+        self.own_rebuy = None
+        if "channel" not in ev or not purchase.any():
+            return
+        bought = ev[purchase].assign(day=ev["timestamp"][purchase].dt.floor("D"))
+        bought = bought[bought["channel"].astype(str) != ""]
+        last_day = bought.groupby(["user_row", "item_row"])["day"].transform("max")
+        open_ = bought["day"] < bought["day"].max()  # a later day exists, so a re-buy could have been seen
+        rebought = (bought["day"] < last_day)[open_]
+        counts = rebought.groupby(bought["channel"][open_].astype(str)).agg(["mean", "size"])
+        rate = counts["mean"][counts["size"] >= 100]  # too few purchases in a channel: leave it unknown
+        if rate.empty:
+            return
+        per_event = bought["channel"].astype(str).map(rate).astype(float)
+        pair = per_event.groupby([bought["user_row"], bought["item_row"]]).mean().dropna()
+        # stored + 1, so that a measured rate of 0 is kept apart from "no own purchase" in the sparse matrix
+        self.own_rebuy = sp.csr_matrix(
+            (pair.to_numpy(np.float32) + 1, (pair.index.get_level_values(0), pair.index.get_level_values(1))),
+            shape=(n_users, n_items),
+        )
+
+    def _fit_attributes(self, attributes: pd.DataFrame | None, n_items: int) -> None:
+        """Per item: codes of its class, colour, pattern and (class, colour), -1 where unknown; its log price
+        (the median paid in this log where it has prices paid, else the catalogue's); its sales rank within its
+        class."""
+        self.codes: dict[str, np.ndarray] = {}
+        self.onehots: dict[str, sp.csr_matrix] = {}  # (items, values) per attribute
+        self.log_price = np.full(n_items, np.nan, np.float32)
+        if self.paid_price is not None:  # prices paid in this log beat the catalogue's: no later days in them
+            self.log_price = np.log(self.paid_price).astype(np.float32)
+        self.class_rank = np.full(n_items, np.nan, np.float32)
+        if attributes is None:
+            return
+        cols = [c for c in ATTRIBUTE_COLUMNS if c in attributes]
+        if {"class", "colour"} <= set(cols):
+            attributes = attributes.assign(
+                class_colour=attributes["class"].astype(str) + "|" + attributes["colour"].astype(str)
+            )
+            cols.append("class_colour")
+        for col in cols:
+            values = attributes[col].where(attributes[col].notna() & (attributes[col].astype(str) != ""))
+            codes = pd.factorize(values)[0]
+            known = np.flatnonzero(codes >= 0)
+            self.codes[col] = codes
+            self.onehots[col] = sp.csr_matrix(
+                (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
+            )
+        if "price" in attributes and self.paid_price is None:
+            price = pd.to_numeric(attributes["price"], errors="coerce").to_numpy(dtype=np.float64)
+            self.log_price = np.log(np.where(price > 0, price, np.nan)).astype(np.float32)
+        if "class" in self.codes:
+            sales = pd.Series(self.pop["pop_7d"] + 1e-3 * self.pop["pop_1d"])
+            self.class_rank = (
+                sales.groupby(self.codes["class"]).rank(ascending=False, method="first").to_numpy(np.float32)
+            )
+
+    def _shares(self, hist: sp.csr_matrix) -> dict[str, np.ndarray]:
+        """Per attribute, (shoppers, values): the share of each shopper's history strength in each value."""
+        out = {}
+        for col, onehot in self.onehots.items():
+            per_user = (hist @ onehot).toarray()
+            per_user /= np.maximum(per_user.sum(axis=1, keepdims=True), 1e-12)
+            out[col] = per_user
+        return out
+
+    def _share(self, shares: dict[str, np.ndarray], col: str, pu: np.ndarray, pi: np.ndarray) -> np.ndarray:
+        """Each pair's shopper's share in the candidate's value of ``col`` (NaN when the catalogue lacks it)."""
+        if col not in shares:
+            return np.full(len(pu), np.nan, np.float32)
+        codes = self.codes[col][pi]
+        out = np.zeros(len(pu), np.float32)
+        ok = codes >= 0
+        out[ok] = shares[col][pu[ok], codes[ok]]
+        return out
+
+    def _class_best_sellers(self, class_share: np.ndarray | None, shape: tuple[int, int]) -> sp.csr_matrix | None:
+        """Candidates: the week's best sellers of each shopper's ``top_classes`` classes."""
+        c = self.config
+        if class_share is None or not c.class_candidates:
+            return None
+        codes = self.codes["class"]
+        best = self.class_rank <= c.class_candidates
+        by_class = {k: np.flatnonzero(best & (codes == k)) for k in np.unique(codes[best & (codes >= 0)])}
+        rows, cols = [], []
+        for r in range(class_share.shape[0]):
+            top = np.argsort(-class_share[r])[: c.top_classes]
+            for k in top[class_share[r, top] > 0]:
+                items = by_class.get(k, np.empty(0, np.int64))
+                rows.append(np.full(len(items), r))
+                cols.append(items)
+        if not rows:
+            return None
+        r_, c_ = np.concatenate(rows), np.concatenate(cols)
+        return sp.csr_matrix((np.ones(len(r_), np.float32), (r_, c_)), shape=shape)
+
+    def candidates(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pair user positions, pair item rows, (pairs, len(FEATURES)) features) for warm users."""
+        c = self.config
+        hist = self.strength[user_rows]
+        knn_full = (hist @ self.similarity).tocsr()
+        fam_full = (hist @ self.family).tocsr() if self.family is not None else None
+        shares = self._shares(hist)
+        knn = _row_top(knn_full, c.knn_candidates) if c.knn_candidates else None
+        fam = _row_top(fam_full, c.family_candidates) if (fam_full is not None and c.family_candidates) else None
+        n = len(user_rows)
+        pop_top = self.popular[: c.popular_candidates]
+        pop_m = sp.csr_matrix(
+            (np.ones(n * len(pop_top), np.float32), (np.repeat(np.arange(n), len(pop_top)), np.tile(pop_top, n))),
+            shape=hist.shape,
+        )
+        union = (hist != 0).astype(np.float32) + pop_m
+        if knn is not None:
+            union = union + (knn != 0).astype(np.float32)
+        if fam is not None:
+            union = union + (fam != 0).astype(np.float32)
+        n_als = min(c.als_candidates, hist.shape[1])  # a catalogue can hold fewer items than that
+        if n_als:
+            scores = self.als.user_factors[user_rows] @ self.als.item_factors.T
+            top = np.argpartition(-scores, n_als - 1, axis=1)[:, :n_als]
+            union = union + sp.csr_matrix(
+                (np.ones(top.size, np.float32), (np.repeat(np.arange(n), top.shape[1]), top.ravel())), shape=hist.shape
+            )
+        best = self._class_best_sellers(shares.get("class"), hist.shape)
+        if best is not None:
+            union = union + best
+        union = union.tocoo()
+        pu, pi = union.row, union.col
+
+        def at(m: sp.csr_matrix | None) -> np.ndarray:
+            if m is None:
+                return np.zeros(len(pu), np.float32)
+            return np.asarray(m[pu, pi]).ravel().astype(np.float32)
+
+        rank = _row_ranks(knn_full)
+        knn_rank = at(rank)
+        knn_rank[knn_rank == 0] = 9999
+        ages = self.own_age[user_rows].tocsr()
+        own_age = at(ages)
+        own_age[own_age == 0] = 999
+        uvec = self.als.user_factors[user_rows[pu]]
+        als = np.einsum("ij,ij->i", uvec, self.als.item_factors[pi])
+        own = at(hist)
+        user_age = np.array(
+            [ages.data[s:e].min() if e > s else 999 for s, e in zip(ages.indptr[:-1], ages.indptr[1:], strict=True)]
+        )  # days since the shopper's last event
+        user_items = np.diff(hist.indptr).astype(np.float32)
+        # the shopper's strength-weighted mean log price, over the items whose price is known
+        priced = ~np.isnan(self.log_price)
+        w = hist @ sp.diags(priced.astype(np.float32))
+        user_price = np.asarray(w @ np.nan_to_num(self.log_price)).ravel() / np.maximum(
+            np.asarray(w.sum(axis=1)).ravel(), 1e-12
+        )
+        own_rel = _relative(own, pu, n)
+        rebuy = at(self.own_rebuy[user_rows]) - 1 if self.own_rebuy is not None else np.full(len(pu), -1.0)
+        rebuy[rebuy < 0] = np.nan  # not an own item, or its channel's rate is unknown
+        knn_rel = _relative(at(knn_full), pu, n)
+        fam_rel = _relative(at(fam_full), pu, n) if fam_full is not None else np.zeros(len(pu))
+        feats = np.column_stack(
+            [
+                own_rel,
+                knn_rel,
+                fam_rel,
+                als - _group_max(als, pu, n),
+                own_rel + knn_rel + 0.3 * fam_rel,  # a hand-made blend of the sources, a strong single feature
+                own_age,
+                (own > 0),
+                knn_rank,
+                self.pop["pop_1d"][pi],
+                at(self.purchases[user_rows]),
+                user_age[pu],
+                user_items[pu],
+                self.log_price[pi] - user_price[pu],
+                self._share(shares, "class", pu, pi),
+                self._share(shares, "colour", pu, pi),
+                self._share(shares, "pattern", pu, pi),
+                self._share(shares, "class_colour", pu, pi),
+                self.class_rank[pi],
+                self.discount_1d[pi],
+                self.discount_min[pi],
+                self.log_price[pi],
+                at(self.own_session[user_rows]),
+                rebuy,
+                _relative(at((hist @ self.basket).tocsr()), pu, n),
+                _relative(at((hist @ self.cosine).tocsr()), pu, n),
+            ]
+        ).astype(np.float32)
+        return pu, pi, feats
