@@ -15,27 +15,21 @@ logger = logging.getLogger(__name__)
 
 
 def implicit_model(config: EmbeddingConfig, seed: int):
+    """implicit's CPU model for ``config``: ALS or BPR, seeded, on ``config.threads`` threads."""
+    common = {
+        "factors": config.factors,
+        "regularization": config.regularization,
+        "iterations": config.iterations,
+        "random_state": seed,
+        "num_threads": config.threads,
+    }
     if config.algorithm == "als":
         from implicit.cpu.als import AlternatingLeastSquares
 
-        return AlternatingLeastSquares(
-            factors=config.factors,
-            regularization=config.regularization,
-            alpha=config.alpha,
-            iterations=config.iterations,
-            random_state=seed,
-            num_threads=config.threads,
-        )
+        return AlternatingLeastSquares(alpha=config.alpha, **common)
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    return BayesianPersonalizedRanking(
-        factors=config.factors,
-        learning_rate=config.learning_rate,
-        regularization=config.regularization,
-        iterations=config.iterations,
-        random_state=seed,
-        num_threads=config.threads,
-    )
+    return BayesianPersonalizedRanking(learning_rate=config.learning_rate, **common)
 
 
 def fit_embeddings(
