@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from api.routers import admin, demo, events, experiments, health, images, items, sessions
 from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError
-from engine.serving.personaliser import PersonaliserConfig
-from engine.serving.state import NoBundle, ServingState, configure_runtime
-from engine.serving.storefront import Storefront
+from engine.serving.config import PersonaliserConfig
+from engine.serving.service import Service, configure_runtime
+from engine.serving.types import NoBundle
 
 logger = logging.getLogger("vitrine.api")
 
@@ -38,23 +38,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         configure_runtime(settings.torch_threads)
-        state = ServingState(
-            settings.artifacts,
-            PersonaliserConfig(
-                max_set_size=settings.max_set_size,
-                max_neighbours=settings.max_neighbours,
-                cache_size=settings.image_cache_size,
-            ),
-        )
-        state.load_current()
-        app.state.serving = state
         try:  # experiments and events need the store; image sets must keep serving without it
             app.state.events = EventStore(settings.database_url)
         except (StoreError, ValueError) as exc:
             app.state.events = None
             app.state.events_error = str(exc)
             logger.error("event store unavailable: %s", exc)
-        app.state.storefront = Storefront(state, app.state.events)
+        service = Service(
+            settings.artifacts,
+            PersonaliserConfig(
+                max_set_size=settings.max_set_size,
+                max_neighbours=settings.max_neighbours,
+                cache_size=settings.image_cache_size,
+            ),
+            events=app.state.events,
+        )
+        service.load_current()
+        app.state.service = service
         yield
         if app.state.events is not None:
             app.state.events.close()

@@ -128,6 +128,9 @@ class FaissRetriever:
     def dim(self) -> int:
         return self.index.d
 
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
     def prepare(self, x: np.ndarray) -> np.ndarray:
         """Queries as the index compares them (unit length for cosine), so their dot products with
         ``stored_vectors`` are the similarities ``search`` reports."""
@@ -161,13 +164,21 @@ class FaissRetriever:
             raise ValueError("k must be >= 1")
         return self.index.search(self.prepare(queries), min(k, self.index.ntotal))
 
+    def search_prepared(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``search`` for (B, d) queries that are already prepared, such as ``stored_vector`` rows."""
+        if k < 1:
+            raise ValueError("k must be >= 1")
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.index.ntotal))
+
     def stored_vectors(self) -> np.ndarray:
         """(n_items, d): every item's vector as stored (prepared: unit length for cosine)."""
         return self.index.reconstruct_n(0, self.index.ntotal)
 
     def stored_vector(self, row: int) -> np.ndarray:
         """(d,): one item's vector as stored, the query that finds its nearest items."""
-        return self.index.reconstruct(int(row))
+        # faiss's stubs type a call without an output buffer as the torch overload; this faiss (no
+        # faiss.contrib.torch_utils imported) returns an ndarray, as reconstruct_n's stub says
+        return self.index.reconstruct(int(row))  # type: ignore[return-value]
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

@@ -20,7 +20,7 @@ def test_nothing_heavy_happens_at_import_time():
         "import api.app\n"
         "from api.settings import get_settings\n"
         "assert get_settings.cache_info().currsize == 0, 'settings were read at import time'\n"
-        "import engine.serving.state, engine.artifacts.bundle\n"
+        "import engine.serving.service, engine.artifacts.bundle\n"
         "print('ok')\n"
     )
     # An invalid setting would make Settings() raise: proof that importing never builds it.

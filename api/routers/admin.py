@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
-from api.deps import get_state
+from api.deps import get_service
 from api.routers.experiments import require_admin
 from api.schemas import ErrorOut
 from engine.artifacts.registry import BundleRefused
-from engine.serving.state import ServingState
+from engine.serving.service import Service
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -27,10 +27,10 @@ class ReloadOut(BaseModel):
     responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}},
     summary="Load the registry's CURRENT bundle (after `vitrine promote`); requests in flight finish on the old one",
 )
-def reload(state: Annotated[ServingState, Depends(get_state)]) -> ReloadOut:
-    previous = state.version
+def reload(service: Annotated[Service, Depends(get_service)]) -> ReloadOut:
+    previous = service.version
     try:
-        serving = state.reload()
+        serving = service.reload()
     except BundleRefused as exc:
         raise HTTPException(409, f"{exc}; still serving {previous}") from exc
     return ReloadOut(previous=previous, serving=serving)

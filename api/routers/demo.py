@@ -13,9 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
-from api.deps import get_state
-from engine.serving.state import ServingState
-from engine.serving.storefront import sample_users
+from api.deps import get_service
+from engine.serving.service import Service
 
 router = APIRouter(tags=["demo"])
 
@@ -28,7 +27,7 @@ def demo_page() -> HTMLResponse:
 
 @router.get("/demo/users.json", summary="Shoppers the serving model knows, for the demo page's picker")
 def demo_users(
-    state: Annotated[ServingState, Depends(get_state)],
+    service: Annotated[Service, Depends(get_service)],
     k: Annotated[int, Query(ge=1, le=200)] = 24,
 ) -> list[str]:
-    return sample_users(state.personaliser, k)
+    return service.known_users(k)

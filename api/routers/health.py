@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from api.deps import get_state
+from api.deps import get_service
 from api.schemas import HealthOut
-from engine.serving.state import ServingState
+from engine.serving.service import Service
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-def healthz(state: Annotated[ServingState, Depends(get_state)]) -> HealthOut | JSONResponse:
-    if state.version is None:
-        body = HealthOut(status="no_bundle", bundle_version=None, detail=state.last_error)
+def healthz(service: Annotated[Service, Depends(get_service)]) -> HealthOut | JSONResponse:
+    if service.version is None:
+        body = HealthOut(status="no_bundle", bundle_version=None, detail=service.last_error)
         return JSONResponse(body.model_dump(), status_code=503)
-    return HealthOut(status="ok", bundle_version=state.version)
+    return HealthOut(status="ok", bundle_version=service.version)

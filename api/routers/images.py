@@ -8,14 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from api.deps import get_state, get_storefront
+from api.deps import get_service
 from api.schemas import ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut, NearestItemOut
 from api.settings import Settings, get_settings
 from engine.experiments import UnknownExperiment
 from engine.experiments.definition import NAME_PATTERN
-from engine.serving.personaliser import GeneratedImage, NearestItem, UnknownImage
-from engine.serving.state import ServingState
-from engine.serving.storefront import PopularSet, Storefront
+from engine.serving.service import Service
+from engine.serving.types import GeneratedImage, NearestItem, PopularSet, UnknownImage
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -33,7 +32,7 @@ UserId = Annotated[str, Path(pattern=ID_PATTERN, description="shopper id: 1-128 
 def image_set(
     request: Request,
     user_id: UserId,
-    storefront: Annotated[Storefront, Depends(get_storefront)],
+    service: Annotated[Service, Depends(get_service)],
     settings: Annotated[Settings, Depends(get_settings)],
     n: Annotated[int, Query(ge=1, description="number of images")] = 8,
     neighbours: Annotated[int, Query(ge=1, description="nearest catalogue items per image")] = 4,
@@ -64,7 +63,7 @@ def image_set(
             422, "at: the request time can only be set when the server runs with VITRINE_CLIENT_CLOCK=1 (simulations)"
         )
     try:
-        shown = storefront.image_set(
+        shown = service.image_set(
             user_id,
             n,
             neighbours=neighbours,
@@ -164,9 +163,9 @@ def _nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
     responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}},
     summary="A generated image (regenerated from its id when not cached)",
 )
-def image_png(image_id: str, state: Annotated[ServingState, Depends(get_state)]) -> Response:
+def image_png(image_id: str, service: Annotated[Service, Depends(get_service)]) -> Response:
     try:
-        png = state.personaliser.render_png(image_id)
+        png = service.render_png(image_id)
     except UnknownImage as exc:
         raise HTTPException(404, str(exc)) from exc
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400, immutable"})

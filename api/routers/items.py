@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse
 
-from api.deps import get_state
+from api.deps import get_service
 from api.schemas import ErrorOut, ItemOut
-from engine.serving.state import ServingState
+from engine.serving.service import Service
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
 
 @router.get("/{item_id}", response_model=ItemOut, responses={404: {"model": ErrorOut}})
-def item(item_id: str, request: Request, state: Annotated[ServingState, Depends(get_state)]) -> ItemOut:
-    found = state.personaliser.item(item_id)
+def item(item_id: str, request: Request, service: Annotated[Service, Depends(get_service)]) -> ItemOut:
+    found = service.item(item_id)
     if found is None:
         raise HTTPException(404, f"no item {item_id!r} in the serving catalogue")
     base = str(request.base_url).rstrip("/")
@@ -24,8 +24,8 @@ def item(item_id: str, request: Request, state: Annotated[ServingState, Depends(
 
 
 @router.get("/{item_id}/image.png", response_class=FileResponse, responses={404: {"model": ErrorOut}})
-def item_image(item_id: str, state: Annotated[ServingState, Depends(get_state)]) -> FileResponse:
-    path = state.personaliser.item_image_path(item_id)
+def item_image(item_id: str, service: Annotated[Service, Depends(get_service)]) -> FileResponse:
+    path = service.item_image_path(item_id)
     if path is None:
         raise HTTPException(404, f"no image for item {item_id!r}")
     return FileResponse(path)

@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path
 
-from api.deps import get_state
+from api.deps import get_service
 from api.routers.images import ID_PATTERN
 from api.schemas import ErrorOut, SessionEventsIn, SessionEventsOut
+from engine.serving.service import Service
 from engine.serving.sessions import SessionEvent
-from engine.serving.state import ServingState, UnknownItems
+from engine.serving.types import UnknownItems
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 def post_events(
     body: SessionEventsIn,
     session_id: Annotated[str, Path(pattern=ID_PATTERN)],
-    state: Annotated[ServingState, Depends(get_state)],
+    service: Annotated[Service, Depends(get_service)],
 ) -> SessionEventsOut:
     now = datetime.now(UTC)
     events = [
@@ -33,7 +34,7 @@ def post_events(
         for e in body.events
     ]
     try:
-        total = state.add_session_events(session_id, events)
+        total = service.add_session_events(session_id, events)
     except UnknownItems as exc:
         raise HTTPException(422, str(exc)) from exc
     return SessionEventsOut(session_id=session_id, accepted=len(events), session_events=total)

@@ -16,7 +16,8 @@ import torch
 
 from engine.artifacts.bundle import load_bundle
 from engine.artifacts.registry import ArtifactRegistry
-from engine.serving.personaliser import Personaliser, PersonaliserConfig
+from engine.serving.config import PersonaliserConfig
+from engine.serving.personaliser import Personaliser
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,7 +93,7 @@ def run_personalise_benchmark(
         bundle=version,
         n=n,
         threads=threads,
-        optimised=personaliser.optimises and optimise,
+        optimised=personaliser.preference.available and optimise,
         fresh_ms=np.asarray(fresh),
         cached_ms=np.asarray(cached),
     )

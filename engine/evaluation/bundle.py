@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from engine.artifacts.bundle import Bundle, load_bundle
 from engine.artifacts.registry import ArtifactRegistry
-from engine.serving.personaliser import Personaliser, stable_seed
+from engine.serving.image_ids import stable_seed
+from engine.serving.personaliser import Personaliser
 from engine.training.classifier import predict
 from engine.training.config import TrainConfig, build_config
 from engine.training.pipeline import validate_embeddings
@@ -58,7 +59,7 @@ def generation_metrics(
     personaliser: Personaliser, *, per_condition: int = 2, max_images: int = 1024, seed: int = 0
 ) -> dict:
     bundle = personaliser.bundle
-    conds = personaliser.conditions
+    conds = personaliser.conditions.codes
     rng = np.random.default_rng(seed)
     reps = max(1, min(per_condition, max_images // max(1, len(conds))))
     pick = np.repeat(np.arange(len(conds)), reps)
@@ -68,7 +69,7 @@ def generation_metrics(
     preds = []
     for s in range(0, len(codes), 128):
         batch = codes[s : s + 128]
-        imgs = personaliser.generate(batch, [stable_seed("eval", seed, s + j) for j in range(len(batch))])
+        imgs = personaliser.generator.generate(batch, [stable_seed("eval", seed, s + j) for j in range(len(batch))])
         preds.append(judge(bundle, imgs))
     pred = np.concatenate(preds)
     out = {"images": len(codes)}
@@ -107,13 +108,13 @@ def personalisation_metrics(
         top_col = {enc.values_["colour"].index(v) for v in taste.top("colour", top) if v in enc.values_["colour"]}
         seeds = [stable_seed(user, personaliser.version, s) for s in range(n)]
         sources = {
-            "personalised": personaliser.condition_distribution(personaliser.user_vector(user)),
-            "popular": personaliser.condition_distribution(None),
-            "random": np.full(len(personaliser.conditions), 1.0 / len(personaliser.conditions)),
+            "personalised": personaliser.conditions.distribution(personaliser.shoppers.user_vector(user)),
+            "popular": personaliser.conditions.distribution(None),
+            "random": np.full(len(personaliser.conditions.codes), 1.0 / len(personaliser.conditions.codes)),
         }
         for name, p in sources.items():
-            codes = personaliser.conditions[personaliser.choose_conditions(p, n, stable_seed(user, name))]
-            judged = judge(bundle, personaliser.generate(codes, seeds))
+            codes = personaliser.conditions.codes[personaliser.conditions.choose(p, n, stable_seed(user, name))]
+            judged = judge(bundle, personaliser.generator.generate(codes, seeds))
             hit = np.array([c in top_cls for c in judged[:, cls_a]]) & np.array(
                 [c in top_col for c in judged[:, col_a]]
             )
@@ -133,14 +134,16 @@ def personalisation_metrics(
 
 def contact_sheet(personaliser: Personaliser, path: Path, *, columns: int = 8, seed: int = 0) -> Path:
     """Rows = classes, columns = generated samples cycling through the class's catalogue conditions."""
-    conds = personaliser.conditions
+    conds = personaliser.conditions.codes
     rows = []
     for c in range(personaliser.bundle.encoder.cardinalities[0]):
         options = conds[conds[:, 0] == c]
         if len(options) == 0:
             continue
         pick = options[np.random.default_rng(seed + c).choice(len(options), columns, replace=len(options) < columns)]
-        imgs = to_uint8(personaliser.generate(pick, [stable_seed("sheet", seed, c, j) for j in range(columns)]))
+        imgs = to_uint8(
+            personaliser.generator.generate(pick, [stable_seed("sheet", seed, c, j) for j in range(columns)])
+        )
         rows.append(np.concatenate(list(imgs), axis=1))
     sheet = np.concatenate(rows, axis=0)
     if sheet.shape[-1] == 1:

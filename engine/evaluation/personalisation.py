@@ -36,7 +36,9 @@ from engine.evaluation.generator import frechet_distance
 from engine.recommend.baselines import build_interactions
 from engine.recommend.factors import fit_embeddings
 from engine.recommend.ranking import paired_ratio_ci
-from engine.serving.personaliser import Personaliser, PersonaliserConfig, stable_seed
+from engine.serving.config import PersonaliserConfig
+from engine.serving.image_ids import stable_seed
+from engine.serving.personaliser import Personaliser
 from engine.training.classifier import embed_images
 from engine.training.config import TrainConfig, build_config
 from engine.training.visual import calibrate, encode_items, train_encoder, visual_data
@@ -75,25 +77,25 @@ def preference_lift(
     bundle = personaliser.bundle
     rows, codes, seeds = [], [], []
     for user in users:
-        vector = personaliser.user_vector(user)
-        p = personaliser.condition_distribution(vector)
-        chosen = personaliser.choose_conditions(p, n, stable_seed(user, personaliser.version, "conditions", 0))
-        codes.append(personaliser.conditions[chosen])
+        vector = personaliser.shoppers.user_vector(user)
+        p = personaliser.conditions.distribution(vector)
+        chosen = personaliser.conditions.choose(p, n, stable_seed(user, personaliser.version, "conditions", 0))
+        codes.append(personaliser.conditions.codes[chosen])
         seeds += [stable_seed(user, personaliser.version, slot) for slot in range(n)]
         rows += [bundle.embeddings.user_index(user)] * n
     codes_all = np.concatenate(codes)
     u_all = bundle.embeddings.user_factors[np.asarray(rows)]
-    z0_all = personaliser.latents(seeds)
+    z0_all = personaliser.generator.latents(seeds)
 
     def measure(z_all: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         feats, scores, real = [], [], []
         for s in range(0, len(codes_all), 256):
-            imgs = personaliser.generate(codes_all[s : s + 256], [], z_all[s : s + 256])
+            imgs = personaliser.generator.generate(codes_all[s : s + 256], [], z_all[s : s + 256])
             with torch.inference_mode():
                 f = bundle.classifier.embed(imgs)
             feats.append(f.numpy())
-            scores.append(personaliser.preference_scores(u_all[s : s + 256], f, codes_all[s : s + 256]))
-            real.append(personaliser.realism(imgs, codes_all[s : s + 256]))
+            scores.append(personaliser.preference.scores(u_all[s : s + 256], f, codes_all[s : s + 256]))
+            real.append(personaliser.preference.realism(imgs, codes_all[s : s + 256]))
         return np.concatenate(feats), np.concatenate(scores), np.concatenate(real)
 
     f0, s0, r0 = measure(z0_all)
@@ -109,7 +111,7 @@ def preference_lift(
             range(0, len(codes_all), batch_size), desc=f"optimise λ={lam:g}", disable=not show_progress, leave=False
         ):
             zs.append(
-                personaliser.optimise_latents(
+                personaliser.preference.optimise(
                     u_all[s : s + batch_size],
                     codes_all[s : s + batch_size],
                     z0_all[s : s + batch_size],
@@ -144,16 +146,16 @@ def hidden_taste_match(
         top_cls = {enc.values_["class"].index(v) for v in taste.top("class", top) if v in enc.values_["class"]}
         top_col = {enc.values_["colour"].index(v) for v in taste.top("colour", top) if v in enc.values_["colour"]}
         seeds = [stable_seed(user, personaliser.version, s) for s in range(n)]
-        popular = personaliser.conditions[
-            personaliser.choose_conditions(
-                personaliser.condition_distribution(None), n, stable_seed(user, personaliser.version, "conditions", 0)
+        popular = personaliser.conditions.codes[
+            personaliser.conditions.choose(
+                personaliser.conditions.distribution(None), n, stable_seed(user, personaliser.version, "conditions", 0)
             )
         ]
         sets = {
             "personalised": personaliser.image_set(user, n, neighbours=1),
             "conditioning_only": personaliser.image_set(user, n, neighbours=1, optimise=False),
         }
-        judged = {"popular": judge(bundle, personaliser.generate(popular, seeds))}
+        judged = {"popular": judge(bundle, personaliser.generator.generate(popular, seeds))}
         for name, result in sets.items():
             imgs = torch.cat([torch.from_numpy(_png_pixels(personaliser, img.image_id)) for img in result.images])
             judged[name] = judge(bundle, imgs)
@@ -171,9 +173,9 @@ def hidden_taste_match(
 
 def _png_pixels(personaliser: Personaliser, image_id: str) -> np.ndarray:
     """(1, C, H, W) float image in [-1, 1] of an image id, regenerated exactly as served."""
-    codes, seed = personaliser.parse_image_id(image_id)
-    z = personaliser.parse_latent(image_id)
-    return personaliser.generate(codes[None], [seed], None if z is None else torch.from_numpy(z)[None]).numpy()
+    codes, seed, z = personaliser.ids.decode(image_id)
+    latent = None if z is None else torch.from_numpy(z)[None]
+    return personaliser.generator.generate(codes[None], [seed], latent).numpy()
 
 
 def split_personaliser(
@@ -265,7 +267,7 @@ def grounded_recall(
                 likeness.append(np.mean([it.similarity for img in s.images for it in img.nearest]))
         k = len(got["grounded"])
         sizes.append(k)
-        vec = personaliser.user_vector(str(user))
+        vec = personaliser.shoppers.user_vector(str(user))
         top, _ = emb.recommend(vec, k)
         got["top_k"] = list(emb.item_ids[top])
         top_i, _ = emb.recommend(vec, k, exclude=np.flatnonzero(~with_image))

@@ -91,7 +91,7 @@ def test_a_broken_promoted_bundle_is_refused_and_the_old_one_keeps_serving(two_b
 def test_workers_follow_the_pointer_on_their_own(two_bundles):
     root, old, new = two_bundles
     with _client(root) as client:
-        client.app.state.serving.watch_seconds = 0.0
+        client.app.state.service.watch_seconds = 0.0
         ArtifactRegistry(root).set_current(new)
         deadline = time.time() + 30
         while time.time() < deadline:

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from engine.artifacts.bundle import load_bundle
-from engine.serving.personaliser import Personaliser, UnknownImage, mmr_relevance, stable_seed
+from engine.serving.image_ids import stable_seed
+from engine.serving.personaliser import Personaliser
+from engine.serving.preference import mmr_relevance
+from engine.serving.types import UnknownImage
 
 
 @pytest.fixture(scope="module")
@@ -14,36 +17,36 @@ def personaliser(trained_artifacts):
 
 
 def test_condition_choice_is_distinct_while_support_allows_and_follows_p(personaliser):
-    p = np.zeros(len(personaliser.conditions))
+    p = np.zeros(len(personaliser.conditions.codes))
     p[[3, 5, 7]] = [0.6, 0.3, 0.1]
-    chosen = personaliser.choose_conditions(p, 3, seed=1)
+    chosen = personaliser.conditions.choose(p, 3, seed=1)
     assert sorted(chosen) == [3, 5, 7]
-    longer = personaliser.choose_conditions(p, 5, seed=1)
+    longer = personaliser.conditions.choose(p, 5, seed=1)
     assert set(longer) == {3, 5, 7} and len(longer) == 5  # repeats only once the support is used up
     # over many seeds the first pick follows p
-    firsts = [personaliser.choose_conditions(p, 1, seed=s)[0] for s in range(2000)]
+    firsts = [personaliser.conditions.choose(p, 1, seed=s)[0] for s in range(2000)]
     assert abs(np.mean(np.array(firsts) == 3) - 0.6) < 0.05
 
 
 def test_cold_start_distribution_is_catalogue_popularity(personaliser):
-    p = personaliser.condition_distribution(None)
+    p = personaliser.conditions.distribution(None)
     assert p.sum() == pytest.approx(1.0)
     cat = personaliser.bundle.catalogue
     top_item_codes = personaliser.bundle.codes[int(np.argmax(cat["popularity"].to_numpy()))]
-    top_condition = np.flatnonzero((personaliser.conditions == top_item_codes).all(axis=1))[0]
+    top_condition = np.flatnonzero((personaliser.conditions.codes == top_item_codes).all(axis=1))[0]
     assert p[top_condition] > 1.0 / len(p)
 
 
 def test_a_shoppers_distribution_puts_mass_on_the_conditions_of_their_top_items(personaliser):
     bundle = personaliser.bundle
     user = bundle.embeddings.user_ids[0]
-    vector = personaliser.user_vector(user)
-    p = personaliser.condition_distribution(vector)
+    vector = personaliser.shoppers.user_vector(user)
+    p = personaliser.conditions.distribution(vector)
     assert p.sum() == pytest.approx(1.0)
     top, _ = bundle.embeddings.recommend(vector, 1)
     best_item = bundle.embeddings.item_ids[top[0]]
     row = int(np.flatnonzero(bundle.catalogue["item_id"].to_numpy() == best_item)[0])
-    cond = np.flatnonzero((personaliser.conditions == bundle.codes[row]).all(axis=1))[0]
+    cond = np.flatnonzero((personaliser.conditions.codes == bundle.codes[row]).all(axis=1))[0]
     assert p[cond] >= 1.0 / personaliser.config.top_items  # the top item's condition carries its rank weight
 
 
@@ -68,7 +71,7 @@ def test_nearest_items_of_a_catalogue_photo_start_with_itself(personaliser):
     item = bundle.catalogue.iloc[row]
     photo = load_image(bundle.image_root / item["image"], 64)
     x = to_tensor_images(photo[None]).float().div(127.5).sub(1.0)
-    nearest = personaliser.nearest_items(x, 3)[0]
+    nearest = personaliser.grounding.nearest_items(x, 3)[0]
     assert nearest[0].item_id == item["item_id"]
     assert nearest[0].similarity == pytest.approx(1.0, abs=1e-4)
     assert torch.is_tensor(x)
@@ -80,7 +83,7 @@ def test_render_refuses_ids_of_other_bundles(personaliser):
 
 
 def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
-    from engine.serving.personaliser import _distinct_picks
+    from engine.serving.grounding import distinct_picks as _distinct_picks
 
     # two images whose pools share items 7 and 8; the shopper likes 7 best, then 8, then 1, then 2
     items = [np.array([7, 8, 1]), np.array([8, 7, 2])]
@@ -96,7 +99,7 @@ def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
 
 
 def test_distinct_picks_fall_back_to_shared_items_when_a_pool_runs_dry():
-    from engine.serving.personaliser import _distinct_picks
+    from engine.serving.grounding import distinct_picks as _distinct_picks
 
     items = [np.array([5, 6]), np.array([5, 6])]
     scores = [np.array([2.0, 1.0]), np.array([2.0, 1.0])]
@@ -107,7 +110,7 @@ def test_distinct_picks_fall_back_to_shared_items_when_a_pool_runs_dry():
 
 
 def test_cold_calibration_recovers_the_factor_scale():
-    from engine.serving.personaliser import cold_calibration
+    from engine.serving.grounding import cold_calibration
 
     rng = np.random.default_rng(0)
     users = rng.normal(size=(300, 8))
@@ -134,16 +137,16 @@ def test_a_shoppers_set_leads_to_distinct_items(personaliser):
 
 def test_condition_grounding_brings_the_shoppers_items_of_the_images_class(personaliser):
     bundle = personaliser.bundle
-    feats = personaliser._index_features
-    classes = personaliser._index_class
+    feats = personaliser.grounding.index_features
+    classes = personaliser.catalogue.index_class
     a, b = np.unique(classes)[:2]
     photo = int(np.flatnonzero(classes == a)[0])  # an image that looks like a class-a item ...
-    condition = personaliser._index_codes[int(np.flatnonzero(classes == b)[0])]  # ... generated as class b
+    condition = personaliser.catalogue.index_codes[int(np.flatnonzero(classes == b)[0])]  # ... generated as class b
     vector = bundle.embeddings.user_factors[0]
-    shopper = personaliser._index_vectors @ vector + personaliser._index_offsets
+    shopper = personaliser.grounding.index_vectors @ vector + personaliser.grounding.index_offsets
     pool = (np.array([1.0], np.float32), np.array([photo]))
     keep = np.ones(len(classes), bool)
-    sims, rows = personaliser._with_condition_items(pool, feats[photo], condition, keep, shopper, want=5)
+    sims, rows = personaliser.grounding._with_condition_items(pool, feats[photo], condition, keep, shopper, want=5)
     added = rows[rows != photo]
     in_b = np.flatnonzero(classes == b)
     best_b = in_b[np.argsort(-shopper[in_b])[:5]]
@@ -151,8 +154,8 @@ def test_condition_grounding_brings_the_shoppers_items_of_the_images_class(perso
     assert np.allclose(sims[rows == added[0]], feats[added[0]] @ feats[photo], atol=1e-5)
     assert (np.diff(sims) <= 1e-6).all()  # still in similarity order
     # through nearest_items: the pool only grows, so the kept items are at least as liked
-    plain = personaliser.nearest_items(None, 3, features=feats[photo][None], user_vector=vector)[0]
-    grounded = personaliser.nearest_items(
+    plain = personaliser.grounding.nearest_items(None, 3, features=feats[photo][None], user_vector=vector)[0]
+    grounded = personaliser.grounding.nearest_items(
         None, 3, features=feats[photo][None], user_vector=vector, conditions=condition[None]
     )[0]
     assert min(it.shopper_score for it in grounded) >= min(it.shopper_score for it in plain) - 1e-6

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from engine.artifacts.bundle import load_bundle
-from engine.serving.personaliser import Personaliser, PersonaliserConfig
+from engine.serving.config import PersonaliserConfig
+from engine.serving.personaliser import Personaliser
+from engine.serving.preference import select_diverse
 from engine.serving.sessions import SessionEvent
 
 
@@ -19,7 +21,7 @@ def personaliser(trained_artifacts):
 
 
 def test_the_tiny_bundle_has_a_visual_encoder_and_optimises(personaliser):
-    assert personaliser.visual is not None and personaliser.optimises
+    assert personaliser.preference.visual is not None and personaliser.preference.available
 
 
 def test_optimising_the_latent_code_raises_the_shoppers_preference_score(personaliser):
@@ -28,14 +30,14 @@ def test_optimising_the_latent_code_raises_the_shoppers_preference_score(persona
     bundle = personaliser.bundle
     users = bundle.embeddings.user_ids[:4]
     u = bundle.embeddings.user_factors[:4].repeat(2, axis=0)
-    codes = personaliser.conditions[np.arange(8) % len(personaliser.conditions)]
-    z0 = personaliser.latents(list(range(8)))
-    z = personaliser.optimise_latents(u, codes, z0, steps=20, realism_weight=0.0)
+    codes = personaliser.conditions.codes[np.arange(8) % len(personaliser.conditions.codes)]
+    z0 = personaliser.generator.latents(list(range(8)))
+    z = personaliser.preference.optimise(u, codes, z0, steps=20, realism_weight=0.0)
     with torch.inference_mode():
-        f0 = bundle.classifier.embed(personaliser.generate(codes, [], z0))
-        f1 = bundle.classifier.embed(personaliser.generate(codes, [], z))
-    before = personaliser.preference_scores(u, f0, codes)
-    after = personaliser.preference_scores(u, f1, codes)
+        f0 = bundle.classifier.embed(personaliser.generator.generate(codes, [], z0))
+        f1 = bundle.classifier.embed(personaliser.generator.generate(codes, [], z))
+    before = personaliser.preference.scores(u, f0, codes)
+    after = personaliser.preference.scores(u, f1, codes)
     assert after.mean() > before.mean()
     assert len(users) == 4
 
@@ -47,17 +49,17 @@ def test_optimised_images_regenerate_identically_from_their_id_alone(personalise
     root, version = trained_artifacts
     fresh = Personaliser(load_bundle(root / version))  # an empty image cache: must regenerate
     for img in result.images:
-        assert fresh.parse_latent(img.image_id) is not None
+        assert fresh.ids.decode(img.image_id)[2] is not None
         assert fresh.render_png(img.image_id) == personaliser.render_png(img.image_id)
 
 
 def test_mmr_keeps_the_minimum_distance_while_the_pool_allows_it():
     rel = np.array([1.0, 0.99, 0.5, 0.2])
     feats = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
-    chosen, dmin = Personaliser.select_diverse(rel, feats, 2, mmr_lambda=0.9, min_distance=0.5)
+    chosen, dmin = select_diverse(rel, feats, 2, mmr_lambda=0.9, min_distance=0.5)
     assert list(chosen) == [0, 2]  # the duplicate of the best one is skipped despite its relevance
     assert dmin == pytest.approx(1.0)
-    chosen, dmin = Personaliser.select_diverse(rel, feats, 4, mmr_lambda=0.9, min_distance=0.5)
+    chosen, dmin = select_diverse(rel, feats, 4, mmr_lambda=0.9, min_distance=0.5)
     assert sorted(chosen) == [0, 1, 2, 3] and dmin == pytest.approx(0.0)  # relaxed only when it must be
 
 
@@ -87,7 +89,7 @@ def test_the_class_filter_holds_for_generated_and_grounded_items(personaliser):
 def test_without_optimisation_the_set_is_the_conditioned_one(personaliser):
     user = personaliser.bundle.embeddings.user_ids[7]
     plain = personaliser.image_set(user, 4, optimise=False)
-    assert all(personaliser.parse_latent(i.image_id) is None for i in plain.images)
+    assert all(personaliser.ids.decode(i.image_id)[2] is None for i in plain.images)
     assert all(not i.explanation.optimised for i in plain.images)
 
 
@@ -97,6 +99,6 @@ def test_a_bundle_without_a_visual_encoder_still_loads_and_serves(trained_artifa
     shutil.copytree(root / version, old)
     shutil.rmtree(old / "visual")
     p = Personaliser(load_bundle(old), PersonaliserConfig())
-    assert p.visual is None and not p.optimises
+    assert p.preference.visual is None and not p.preference.available
     result = p.image_set(str(p.bundle.embeddings.user_ids[0]), 3)
-    assert len(result.images) == 3 and all(p.parse_latent(i.image_id) is None for i in result.images)
+    assert len(result.images) == 3 and all(p.ids.decode(i.image_id)[2] is None for i in result.images)

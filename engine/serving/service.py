@@ -1,0 +1,324 @@
+"""The one object the API holds: the serving bundle, swapped atomically on promotion, and what a storefront asks.
+
+The API's lifespan creates one :class:`Service`; request handlers ask it for image sets (with the shopper's
+experiment variant and its exposure recorded), images, items and session events. Nothing else in the API
+touches the bundle.
+
+Bundles: a reload loads and checks the new bundle completely before the swap, so requests in flight finish on
+the old Personaliser and a bad bundle never replaces a good one; every ``watch_seconds`` the service follows the
+registry's CURRENT pointer, so every worker picks up ``vitrine promote``.
+
+Experiments: without a running experiment for the shopper's unit, a shopper gets the Personaliser's set. When
+one is running (at the request time) and the unit falls in its traffic share, the unit's variant decides:
+strategy ``personalised`` is the Personaliser's generated set (session fold-in included), strategy ``popular``
+the catalogue's photos of its most popular items, the same for everyone. The exposure (experiment, variant,
+bundle version, the image ids shown) is written to the event store before the set is returned, so the report
+counts exactly the sets shoppers received. Which experiment: the one named by the request, else the running
+experiments in name order, the first whose traffic share holds the unit; a unit is in at most one experiment
+per request (experiments do not overlap on the image set).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import torch
+
+from engine.artifacts.bundle import load_bundle
+from engine.artifacts.registry import ArtifactRegistry, BundleRefused
+from engine.experiments.assignment import assign, record_exposure, unit_id_for
+from engine.experiments.definition import Experiment
+from engine.experiments.eventstore import EventStore, to_epoch
+from engine.experiments.manager import ExperimentRegistry, UnknownExperiment
+from engine.serving.cache import LruCache
+from engine.serving.config import PersonaliserConfig
+from engine.serving.personaliser import Personaliser
+from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore
+from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
+
+logger = logging.getLogger(__name__)
+
+
+def configure_runtime(torch_threads: int | None) -> None:
+    """Per-process torch settings for serving (intra-op threads per request)."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _SetRequest:
+    """One image-set request's shopper, size and catalogue filters, as the service passes them along."""
+
+    user_id: str
+    n: int
+    neighbours: int
+    session_id: str | None
+    classes: tuple[str, ...] | None
+    in_stock_only: bool
+
+
+class Service:
+    def __init__(
+        self,
+        artifacts: Path,
+        config: PersonaliserConfig | None = None,
+        *,
+        events: EventStore | None = None,
+        sessions: SessionStore | None = None,
+        watch_seconds: float | None = 5.0,
+        popular_cache_size: int = 64,
+    ) -> None:
+        self.registry = ArtifactRegistry(artifacts)
+        self.config = config or PersonaliserConfig()
+        self.events = events  # None: experiments are off and every shopper gets the Personaliser's set
+        self.sessions = sessions or MemorySessionStore()
+        self.watch_seconds = watch_seconds
+        self.last_error: str | None = None
+        self._personaliser: Personaliser | None = None
+        self._lock = threading.Lock()
+        self._last_check = time.monotonic()
+        self._refused: set[str] = set()
+        self._popular: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
+
+    # ---- the serving bundle ---------------------------------------------------------------------------
+    @property
+    def personaliser(self) -> Personaliser:
+        p = self._personaliser
+        if p is None:
+            raise NoBundle(
+                f"no model bundle is serving from {self.registry.root}"
+                + (f" ({self.last_error})" if self.last_error else "")
+                + "; train one with `vitrine train --promote`"
+            )
+        return p
+
+    @property
+    def version(self) -> str | None:
+        return self._personaliser.version if self._personaliser else None
+
+    def load_current(self) -> str | None:
+        """Load the bundle the registry points at. A broken one is logged and left out, not fatal."""
+        version = self.registry.current()
+        if version is None:
+            self.last_error = "the registry has no CURRENT pointer"
+            logger.warning("no serving bundle under %s: %s", self.registry.root, self.last_error)
+            return None
+        try:
+            return self.reload(version)
+        except (BundleRefused, ValueError) as exc:
+            self.last_error = str(exc)
+            logger.error("could not load the serving bundle: %s", exc)
+            return None
+
+    def reload(self, version: str | None = None) -> str:
+        """Load ``version`` (default: the registry's CURRENT) and swap it in; raise BundleRefused if it fails."""
+        version = version or self.registry.current()
+        if version is None:
+            raise BundleRefused("the registry has no CURRENT bundle to load")
+        with self._lock:  # one reload at a time; readers never take this lock
+            if self._personaliser is not None and self._personaliser.version == version:
+                return version
+            personaliser = Personaliser(load_bundle(self.registry.path(version)), self.config)
+            self._personaliser = personaliser  # a single reference swap: atomic for readers
+            self.last_error = None
+        logger.info("serving bundle %s", version)
+        return version
+
+    def follow_pointer(self) -> None:
+        """Every ``watch_seconds``, pick up a newly promoted bundle (so every worker follows `vitrine promote`).
+
+        A bundle that fails to load is logged and skipped; the current one keeps serving.
+        """
+        if self.watch_seconds is None or time.monotonic() - self._last_check < self.watch_seconds:
+            return
+        self._last_check = time.monotonic()
+        current = self.registry.current()
+        if current and current != self.version and current not in self._refused and not self._lock.locked():
+            # load in the background: the request that noticed the change must not wait for it
+            threading.Thread(target=self._load_quietly, args=(current,), daemon=True).start()
+
+    def _load_quietly(self, version: str) -> None:
+        try:
+            self.reload(version)
+        except (BundleRefused, ValueError) as exc:
+            self._refused.add(version)
+            self.last_error = str(exc)
+            logger.error("promoted bundle %s not loaded, still serving %s: %s", version, self.version, exc)
+
+    # ---- what a storefront asks -----------------------------------------------------------------------
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        """A catalogue item's metadata, or None."""
+        return self.personaliser.catalogue.item(item_id)
+
+    def item_image_path(self, item_id: str) -> Path | None:
+        """A catalogue item's photo on disk, or None."""
+        return self.personaliser.catalogue.image_path(item_id)
+
+    def known_users(self, k: int) -> list[str]:
+        """The first ``k`` shoppers the serving model knows (the demo page's picker)."""
+        return self.personaliser.catalogue.known_users(k)
+
+    def render_png(self, image_id: str) -> bytes:
+        """A generated image's PNG; UnknownImage when this bundle cannot render the id."""
+        return self.personaliser.render_png(image_id)
+
+    def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:
+        """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then)."""
+        catalogue = self.personaliser.catalogue
+        unknown = sorted({e.item_id for e in events if e.item_id not in catalogue.rows})
+        if unknown:
+            raise UnknownItems(unknown)
+        return self.sessions.add(session_id, events)
+
+    def popular(
+        self,
+        user_id: str,
+        n: int,
+        *,
+        neighbours: int,
+        classes: tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
+    ) -> PopularSet:
+        """The catalogue's popular set, cached per (bundle, n, neighbours, filters): the same for every shopper."""
+        personaliser = self.personaliser
+        catalogue = personaliser.catalogue
+        classes = catalogue.allowed_classes(classes)
+        key = (personaliser.version, n, neighbours, classes, in_stock_only)
+        images = self._popular.get(key)
+        if images is None:
+            images = catalogue.popular_set(
+                user_id, n, neighbours=neighbours, classes=classes, in_stock_only=in_stock_only
+            ).images
+            self._popular.put(key, images)
+        return PopularSet(user_id=user_id, bundle_version=personaliser.version, images=images)
+
+    def running_experiments(self, at: float, name: str | None = None) -> list[Experiment]:
+        """The experiment ``name`` (UnknownExperiment if there is none) or every experiment, running at ``at``."""
+        if self.events is None:
+            if name is not None:
+                raise UnknownExperiment(f"no experiment named {name!r}: the event store is unavailable")
+            return []
+        registry = ExperimentRegistry(self.events)
+        experiments = [registry.get(name)] if name is not None else registry.list()
+        return [e for e in experiments if e.is_running(at)]
+
+    def image_set(
+        self,
+        user_id: str,
+        n: int,
+        *,
+        neighbours: int,
+        session_id: str | None = None,
+        at: datetime | float | None = None,
+        experiment: str | None = None,
+        exposure_id: str | None = None,
+        classes: tuple[str, ...] | None = None,
+        in_stock_only: bool = True,
+    ) -> ShownSet:
+        """The set to show ``user_id`` at ``at`` (default now), recording the exposure when an experiment
+        applies. ``exposure_id`` makes a retried request record its exposure once. The catalogue filters
+        (``classes``, ``in_stock_only``) apply to every arm alike. ValueError names an unknown class."""
+        self.follow_pointer()
+        ts = to_epoch(at)
+        request = _SetRequest(
+            user_id=user_id,
+            n=n,
+            neighbours=neighbours,
+            session_id=session_id,
+            classes=self.personaliser.catalogue.allowed_classes(classes),
+            in_stock_only=in_stock_only,
+        )
+        exposure_id = exposure_id or uuid.uuid4().hex
+        try:
+            candidates = self.running_experiments(ts, experiment)
+        except sa.exc.SQLAlchemyError as exc:  # the set keeps serving when the store fails
+            logger.error("experiments unavailable, serving the default set: %s", exc)
+            candidates = []
+        for exp in candidates:
+            unit = unit_id_for(exp, user_id=user_id, session_id=session_id)
+            if unit is None:
+                continue
+            try:
+                shown = self._in_experiment(exp, unit, request, ts, exposure_id)
+            except sa.exc.SQLAlchemyError as exc:
+                logger.error("could not record the exposure of %s in %s, serving the default: %s", unit, exp.name, exc)
+                break
+            if shown is not None:
+                return shown
+        return ShownSet(images=self._personalised(request))
+
+    def _in_experiment(
+        self, exp: Experiment, unit: str, request: _SetRequest, ts: float, exposure_id: str
+    ) -> ShownSet | None:
+        """The unit's variant's set with its exposure recorded, or None when the unit is not in ``exp`` at ``ts``."""
+        assert self.events is not None
+        chosen = self.events.assignment(exp.name, unit) or assign(exp, unit)
+        if chosen is None:
+            return None
+        shown = self._variant_set(exp, chosen, request)
+        recorded = self._record(exp, unit, shown, ts, request, exposure_id)
+        if recorded is not None and recorded != chosen:
+            # another worker recorded this unit's first exposure in between, with another variant
+            # (the configuration changed meanwhile): show and record what it recorded
+            logger.warning("unit %s of %s: recorded variant %s, not %s", unit, exp.name, recorded, chosen)
+            shown = self._variant_set(exp, recorded, request)
+            self._record(exp, unit, shown, ts, request, None)
+            chosen = recorded
+        if recorded is None:  # not running any more at ``ts``: nothing recorded
+            return None
+        return ShownSet(images=shown, experiment=exp.name, variant=chosen, exposure_id=exposure_id)
+
+    def _personalised(self, request: _SetRequest) -> ImageSet:
+        session = self.sessions.get(request.session_id) if request.session_id else None
+        return self.personaliser.image_set(
+            request.user_id,
+            request.n,
+            neighbours=request.neighbours,
+            session=session,
+            classes=request.classes,
+            in_stock_only=request.in_stock_only,
+        )
+
+    def _variant_set(self, exp: Experiment, variant: str, request: _SetRequest) -> ImageSet | PopularSet:
+        strategy = exp.variant(variant).strategy
+        if strategy == "popular":
+            return self.popular(
+                request.user_id,
+                request.n,
+                neighbours=request.neighbours,
+                classes=request.classes,
+                in_stock_only=request.in_stock_only,
+            )
+        if strategy == "personalised":
+            return self._personalised(request)
+        raise ValueError(f"experiment {exp.name!r}, variant {variant!r}: the storefront cannot show {strategy!r}")
+
+    def _record(
+        self,
+        exp: Experiment,
+        unit: str,
+        shown: ImageSet | PopularSet,
+        ts: float,
+        request: _SetRequest,
+        exposure_id: str | None,
+    ) -> str | None:
+        assert self.events is not None
+        return record_exposure(
+            self.events,
+            exp,
+            unit,
+            ts=ts,
+            user_id=request.user_id,
+            session_id=request.session_id,
+            bundle_version=shown.bundle_version,
+            image_ids=[img.image_id for img in shown.images],
+            exposure_id=exposure_id,
+        )
