@@ -1,6 +1,7 @@
 # Vitrine: two commands on a fresh machine.
 #   make demo   venv + install, generate the demo store, train everything, evaluate, serve on :8000
 #   make test   venv + install, run the default test suite
+#   make lint   venv + install, ruff (lint and format), the import contracts and mypy
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -52,7 +53,9 @@ test-slow: $(BIN)/vitrine
 
 lint: $(BIN)/vitrine
 	$(BIN)/ruff check engine features models api tests
+	$(BIN)/ruff format --check engine features models api tests
 	$(BIN)/lint-imports
+	$(BIN)/mypy api models features engine/serving
 
 clean:
 	rm -rf $(DEMO_DIR) $(ARTIFACTS)

@@ -39,7 +39,7 @@ class AttributeEncoder:
         """(N, n_attributes) int64 codes; -1 where a value is not known."""
         out = np.empty((len(frame), len(self.attributes)), dtype=np.int64)
         for j, attr in enumerate(self.attributes):
-            out[:, j] = pd.Index(self.values_[attr]).get_indexer(frame[attr].astype(str))
+            out[:, j] = pd.Index(self.values_[attr]).get_indexer(pd.Index(frame[attr].astype(str)))
         return out
 
     def encode(self, condition: Mapping[str, str]) -> np.ndarray:

@@ -19,8 +19,8 @@ def load_image(path: Path, size: int, *, background: tuple[int, int, int] = (255
     Product shots are rarely square (H&M's are 2:3, Myntra's 3:4); stretching them would change the
     garment's shape, so the longer side is scaled to ``size`` and the shorter one padded.
     """
-    with Image.open(path) as im:
-        im = im.convert("RGB")
+    with Image.open(path) as opened:
+        im = opened.convert("RGB")
         w, h = im.size
         scale = size / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))

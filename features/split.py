@@ -34,6 +34,7 @@ def time_split(events: pd.DataFrame, *, cutoff: pd.Timestamp | None = None, test
     if events.empty:
         raise ValueError("cannot split an empty event log")
     if cutoff is None:
+        assert test_days is not None  # exactly one of the two was given
         if int(test_days) != test_days or test_days < 1:
             raise ValueError(f"test_days must be a whole number of days, at least 1; got {test_days}")
         cutoff = events["timestamp"].max().floor("D") - pd.Timedelta(days=int(test_days) - 1)

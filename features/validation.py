@@ -94,9 +94,8 @@ def _blank(values: pd.Series) -> np.ndarray:
 
 def _bad_id(values: pd.Series) -> np.ndarray:
     s = values.astype("string")
-    return (_blank(values) | (s.str.len() > ID_MAX_LEN) | s.str.contains(r"[\x00-\x1f]", regex=True)).to_numpy(
-        dtype=bool, na_value=True
-    )
+    too_long_or_control = (s.str.len() > ID_MAX_LEN) | s.str.contains(r"[\x00-\x1f]", regex=True)
+    return _blank(values) | too_long_or_control.to_numpy(dtype=bool, na_value=True)
 
 
 def validate_events(

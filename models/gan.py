@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,8 @@ from torch import Tensor, nn
 from torch.nn.utils import spectral_norm
 
 from models.io import load_state, read_config, save_module
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,7 +228,7 @@ class Discriminator(nn.Module):
         return freeze_spectral_norm(discriminator.eval()).to(device)
 
 
-def freeze_spectral_norm(module: nn.Module) -> nn.Module:
+def freeze_spectral_norm(module: ModuleT) -> ModuleT:
     """Fold every spectral normalisation into its weight (σ from the saved u and v, as in eval mode) and drop
     the hooks, so the module holds plain parameters.
 

@@ -96,7 +96,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         generator = Generator.load(path / "generator", device=device)
         classifier = AttributeClassifier.load(path / "classifier", device=device)
         retriever = FaissRetriever.load(path / "index")
-        history = sp.load_npz(path / "embeddings" / "history.npz").tocsr()
+        history = sp.csr_matrix(sp.load_npz(path / "embeddings" / "history.npz"))
         visual = discriminator = None
         if (path / "visual").is_dir():
             _check_manifest(path / "visual", "visual", problems)

@@ -38,6 +38,7 @@ def bucket(salt: str, stage: str, unit_id: str) -> int:
 
 def in_traffic(experiment: Experiment, unit_id: str) -> bool:
     """Whether the unit falls within the experiment's traffic share (independent of the variant hash)."""
+    assert experiment.salt is not None  # Experiment.__post_init__ resolves a missing salt to the name
     return bucket(experiment.salt, "traffic", unit_id) < math.ceil(experiment.traffic * BUCKETS)
 
 
@@ -60,6 +61,7 @@ def assign(experiment: Experiment, unit_id: str) -> str | None:
     """
     if not in_traffic(experiment, unit_id):
         return None
+    assert experiment.salt is not None  # Experiment.__post_init__ resolves a missing salt to the name
     b = bucket(experiment.salt, "variant", unit_id)
     for v, upper in zip(experiment.variants, variant_bounds(experiment), strict=True):
         if b < upper:

@@ -599,7 +599,7 @@ class EventStore:
         return rows
 
 
-def _event(row: Mapping[str, Any]) -> Event:
+def _event(row: sa.RowMapping) -> Event:
     return Event(
         client_event_id=row["client_event_id"],
         kind=row["kind"],

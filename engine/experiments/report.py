@@ -105,6 +105,7 @@ def build_report(
 
     look_times = daily_look_times(experiment.start.timestamp(), as_of_s)
     control = experiment.control
+    assert control is not None  # Experiment.__post_init__ resolves a missing control to the first variant
     comparisons = []
     for v in names:
         if v == control:
@@ -271,7 +272,9 @@ def chart_png(report: dict[str, Any]) -> bytes:
     times = [datetime.fromisoformat(d["time"].replace("Z", "+00:00")) for d in report["daily"]]
     for v in report["variants"]:
         rates = [d[v["name"]]["conversion_rate"] for d in report["daily"]]
-        ax.plot(times, [math.nan if r is None else 100 * r for r in rates], marker="o", ms=3, label=v["name"])
+        percent = [math.nan if r is None else 100 * r for r in rates]
+        # matplotlib converts datetimes through its units registry, which its stubs do not model
+        ax.plot(times, percent, marker="o", ms=3, label=v["name"])  # type: ignore[arg-type]
     ax.set_title(f"{report['experiment']['name']}: cumulative {report['conversion']} rate")
     ax.set_ylabel("conversion rate (%)")
     ax.set_xlabel("look (UTC)")

@@ -249,10 +249,10 @@ class SequentialResult:
 
 
 def sequential_two_proportions(
-    x_t: Sequence[int],
-    n_t: Sequence[int],
-    x_c: Sequence[int],
-    n_c: Sequence[int],
+    x_t: Sequence[int] | np.ndarray,  # (looks,) each
+    n_t: Sequence[int] | np.ndarray,
+    x_c: Sequence[int] | np.ndarray,
+    n_c: Sequence[int] | np.ndarray,
     *,
     alpha: float = 0.05,
     tau: float | None = None,
