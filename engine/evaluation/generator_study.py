@@ -35,6 +35,7 @@ from torch import nn
 from engine.evaluation.generator import evaluate_generator, generate_images, nearest_neighbours
 from engine.training.classifier import ClassifierTrainConfig, train_classifier
 from engine.training.gan import GANTrainConfig, diffaugment_default, train_gan
+from engine.training.scaffold import LoopConfig, changed_settings
 from engine.training.vae import VAETrainConfig, train_vae
 from features.attributes import AttributeEncoder
 from features.image_datasets import ImageDataset, read_fashion_mnist, read_myntra, store_images
@@ -188,21 +189,12 @@ def train_run(
     return info
 
 
-# what a resumed run may change: how long it trains, how often it saves and logs, and where it runs
-RESUMABLE = frozenset({"steps", "max_seconds", "checkpoint_every", "log_every", "device"})
-
-
-def _check_resume(previous: dict, ds: ImageDataset, model: str, seed: int, train_config) -> None:
-    """Refuse to continue a run on other data, another model or other training settings (the model's own
-    architecture is checked against the checkpoint by the trainer)."""
+def _check_resume(previous: dict, ds: ImageDataset, model: str, seed: int, train_config: LoopConfig) -> None:
+    """Refuse, before any training, to continue a run on other data, another model or other training settings,
+    as its run.json records them (the trainer checks the checkpoint too: architecture, seed, settings, data)."""
     now = {"dataset": ds.name, "rule": ds.rule, "model": model, "seed": seed}
     differs = [f"{k} ({previous.get(k)!r} → {v!r})" for k, v in now.items() if previous.get(k) != v]
-    settings = config_to_dict(train_config)
-    differs += [
-        f"train_config.{k} ({previous['train_config'].get(k)!r} → {v!r})"
-        for k, v in settings.items()
-        if k not in RESUMABLE and previous.get("train_config", {}).get(k) != v
-    ]
+    differs += changed_settings(previous.get("train_config", {}), train_config)
     if differs:
         raise ValueError(
             "--resume would continue the run with other settings: " + ", ".join(differs) + ". Resume with the "

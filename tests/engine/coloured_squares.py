@@ -14,3 +14,12 @@ def colour_dataset(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, n
         y0, x0 = rng.integers(0, size // 2, 2)
         images[k, y0 : y0 + size // 2, x0 : x0 + size // 2] = PALETTE[lab]
     return images, labels[:, None]
+
+
+def requested_colour_share(x, y) -> float:
+    """Share of generated images (B, 3, H, W) in [-1, 1] whose most saturated pixels have the dominant channel of
+    their requested colour, codes y (B, 1)."""
+    rgb = ((x + 1) * 127.5).permute(0, 2, 3, 1).reshape(len(x), -1, 3).numpy()
+    sat = rgb.max(axis=2) - rgb.min(axis=2)
+    dominant = np.array([rgb[k][sat[k] > np.quantile(sat[k], 0.8)].mean(axis=0).argmax() for k in range(len(x))])
+    return float((dominant == PALETTE.argmax(axis=1)[y.ravel().numpy()]).mean())
