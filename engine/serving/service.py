@@ -86,7 +86,7 @@ class Service:
         self._lock = threading.Lock()
         self._last_check = time.monotonic()
         self._refused: set[str] = set()
-        self._popular: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
+        self._popular_sets: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
 
     # ---- the serving bundle ---------------------------------------------------------------------------
     @property
@@ -178,27 +178,21 @@ class Service:
             raise UnknownItems(unknown)
         return self.sessions.add(session_id, events)
 
-    def popular(
-        self,
-        user_id: str,
-        n: int,
-        *,
-        neighbours: int,
-        classes: tuple[str, ...] | None = None,
-        in_stock_only: bool = True,
-    ) -> PopularSet:
+    def _popular(self, request: _SetRequest) -> PopularSet:
         """The catalogue's popular set, cached per (bundle, n, neighbours, filters): the same for every shopper."""
         personaliser = self.personaliser
-        catalogue = personaliser.catalogue
-        classes = catalogue.allowed_classes(classes)
-        key = (personaliser.version, n, neighbours, classes, in_stock_only)
-        images = self._popular.get(key)
+        key = (personaliser.version, request.n, request.neighbours, request.classes, request.in_stock_only)
+        images = self._popular_sets.get(key)
         if images is None:
-            images = catalogue.popular_set(
-                user_id, n, neighbours=neighbours, classes=classes, in_stock_only=in_stock_only
+            images = personaliser.catalogue.popular_set(
+                request.user_id,
+                request.n,
+                neighbours=request.neighbours,
+                classes=request.classes,
+                in_stock_only=request.in_stock_only,
             ).images
-            self._popular.put(key, images)
-        return PopularSet(user_id=user_id, bundle_version=personaliser.version, images=images)
+            self._popular_sets.put(key, images)
+        return PopularSet(user_id=request.user_id, bundle_version=personaliser.version, images=images)
 
     def running_experiments(self, at: float, name: str | None = None) -> list[Experiment]:
         """The experiment ``name`` (UnknownExperiment if there is none) or every experiment, running at ``at``."""
@@ -290,13 +284,7 @@ class Service:
     def _variant_set(self, exp: Experiment, variant: str, request: _SetRequest) -> ImageSet | PopularSet:
         strategy = exp.variant(variant).strategy
         if strategy == "popular":
-            return self.popular(
-                request.user_id,
-                request.n,
-                neighbours=request.neighbours,
-                classes=request.classes,
-                in_stock_only=request.in_stock_only,
-            )
+            return self._popular(request)
         if strategy == "personalised":
             return self._personalised(request)
         raise ValueError(f"experiment {exp.name!r}, variant {variant!r}: the storefront cannot show {strategy!r}")
