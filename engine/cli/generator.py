@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from engine.cli.options import add_json, add_no_progress, from_args, progress, write_json
 
 
 def _dataset(args: argparse.Namespace, *, name: str | None = None, path: str | None = None):
     from engine.evaluation.generator_study import load_dataset
 
     return load_dataset(
-        name or args.dataset, Path(path or args.data), max_images=args.max_images, show_progress=not args.no_progress
+        name or args.dataset, Path(path or args.data), max_images=args.max_images, show_progress=progress(args)
     )
 
 
@@ -27,22 +28,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _threads(args)
     aug = {"auto": None, "on": True, "off": False}[args.diffaugment]
+    options = ("model", "seconds", "steps", "batch_size", "arch", "width", "seed", "device", "checkpoint_every")
     info = train_run(
         _dataset(args),
         Path(args.out),
-        model=args.model,
-        seconds=args.seconds,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        arch=args.arch,
-        width=args.width,
         diffaugment=aug,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
         data_path=str(Path(args.data).resolve()),
-        show_progress=not args.no_progress,
+        show_progress=progress(args),
+        **from_args(args, *options, "resume"),
     )
     print(
         f"{info['model'].upper()} on {info['dataset']}: {info['steps']} steps, {info['training_seconds']:.0f} s "
@@ -66,10 +59,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         Path(args.run),
         ds,
         judges_dir=judges_dir,
-        samples=args.samples,
-        classifier_epochs=args.classifier_epochs,
-        device=args.device,
-        show_progress=not args.no_progress,
+        show_progress=progress(args),
+        **from_args(args, "samples", "classifier_epochs", "device"),
     )
     print(format_report(report))
     print(f"\nreport: {Path(args.run) / 'report.json'}\ncontact sheet: {Path(args.run) / 'contact_sheet.png'}")
@@ -83,19 +74,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = benchmark(
         _dataset(args),
         Path(args.out),
-        seconds=args.seconds,
-        compare_diffaugment=args.compare_diffaugment,
-        samples=args.samples,
-        classifier_epochs=args.classifier_epochs,
-        seed=args.seed,
-        device=args.device,
         data_path=str(Path(args.data).resolve()),
-        show_progress=not args.no_progress,
+        show_progress=progress(args),
+        **from_args(args, "seconds", "compare_diffaugment", "samples", "classifier_epochs", "seed", "device"),
     )
     print(format_benchmark(result))
     print(f"\nreport: {Path(args.out) / 'benchmark.json'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+    write_json(args.json, result, default=float)
     return 0
 
 
@@ -108,7 +93,7 @@ def _common(p: argparse.ArgumentParser, *, needs_data: bool = True) -> None:
     p.add_argument("--max-images", type=int, help="sample this many images of the dataset (default: all)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:n]")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true")
+    add_no_progress(p)
 
 
 def _eval_options(p: argparse.ArgumentParser) -> None:
@@ -116,7 +101,11 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classifier-epochs", type=int, default=6, help="epochs of the feature net and the judge")
 
 
-def register(train_sub, evaluate_sub, bench_sub) -> None:
+def register(
+    train_sub: argparse._SubParsersAction,
+    evaluate_sub: argparse._SubParsersAction,
+    bench_sub: argparse._SubParsersAction,
+) -> None:
     """Add the ``generator`` subcommand under ``train``, ``evaluate`` and ``bench``."""
     from engine.evaluation.generator_study import MODELS
 
@@ -149,5 +138,5 @@ def register(train_sub, evaluate_sub, bench_sub) -> None:
     b.add_argument("--seconds", type=float, required=True, help="training time per model")
     b.add_argument("--compare-diffaugment", action="store_true", help="also train the GAN with DiffAugment flipped")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--json", help="also write the figures to this JSON file")
+    add_json(b)
     b.set_defaults(func=_cmd_bench)
