@@ -1,0 +1,71 @@
+"""``vitrine bench``: benchmarks, run on demand (HTTP load, personalised-set latency, embeddings)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engine.cli.options import add_artifacts, add_json, add_version, from_args, optional_path, write_json
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from engine.benchmarks.load import run_load_benchmark
+
+    report = run_load_benchmark(
+        artifacts=optional_path(args.artifacts), **from_args(args, "url", "requests", "concurrency", "n")
+    )
+    print(report.render())
+    write_json(args.json, report.to_dict())
+    return 0
+
+
+def _cmd_personalise(args: argparse.Namespace) -> int:
+    from engine.benchmarks.personalise import run_personalise_benchmark
+
+    report = run_personalise_benchmark(Path(args.artifacts), **from_args(args, "version", "requests", "n", "threads"))
+    print(report.render())
+    write_json(args.json, report.to_dict())
+    return 0
+
+
+def _cmd_embeddings(args: argparse.Namespace) -> int:
+    from engine.benchmarks.embeddings import EmbeddingBenchConfig, render, run_embedding_benchmark
+
+    cfg = EmbeddingBenchConfig(data=optional_path(args.data), **from_args(args, "faiss_items", "repeats", "seed"))
+    report = run_embedding_benchmark(cfg, faiss=args.faiss_items > 0)
+    print(render(report))
+    write_json(args.json, report)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add ``vitrine bench`` and its subcommands; returns the group that ``bench generator`` joins."""
+    bench = sub.add_parser("bench", help="benchmarks (run on demand)").add_subparsers(
+        dest="bench_command", required=True
+    )
+    load = bench.add_parser("load", help="concurrent HTTP load against the API")
+    load.add_argument("--url", help="a running API (default: start one on the serving bundle)")
+    add_artifacts(load)
+    load.add_argument("--requests", type=int, default=400, help="requests per scenario")
+    load.add_argument("--concurrency", type=int, default=8)
+    load.add_argument("--n", type=int, default=8, help="images per set")
+    add_json(load)
+    load.set_defaults(func=_cmd_load)
+
+    pb = bench.add_parser("personalise", help="in-process latency of preference-maximised image sets (p50/p99)")
+    add_artifacts(pb)
+    add_version(pb)
+    pb.add_argument("--requests", type=int, default=100, help="timed requests, each for a new shopper")
+    pb.add_argument("--n", type=int, default=8, help="images per set")
+    pb.add_argument("--threads", type=int, default=1, help="torch threads (the API's default is 1)")
+    add_json(pb)
+    pb.set_defaults(func=_cmd_personalise)
+
+    embb = bench.add_parser("embeddings", help="training overhead over implicit, session latency, FAISS vs numpy")
+    embb.add_argument("--data", help="use this store's matrix (default: a synthetic 50k × 20k power-law matrix)")
+    embb.add_argument("--faiss-items", type=int, default=1_000_000, help="synthetic catalogue size (0: skip)")
+    embb.add_argument("--repeats", type=int, default=3)
+    embb.add_argument("--seed", type=int, default=0)
+    add_json(embb)
+    embb.set_defaults(func=_cmd_embeddings)
+    return bench

@@ -1,0 +1,84 @@
+"""``vitrine serve``, ``bundles`` and ``promote``: run the HTTP API and choose the bundle it serves."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from engine.cli.options import add_artifacts
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    os.environ["VITRINE_ARTIFACTS"] = str(Path(args.artifacts).resolve())
+    url = f"http://{args.host}:{args.port}"
+    print(
+        f"Vitrine serving on {url}\n  try: {url}/v1/users/U00001/image-set?n=8\n"
+        f"  docs: {url}/docs\n  health: {url}/healthz",
+        flush=True,
+    )
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
+
+
+def _cmd_bundles(args: argparse.Namespace) -> int:
+    from engine.artifacts.promotion import key_metric
+    from engine.artifacts.registry import ArtifactRegistry
+
+    infos = ArtifactRegistry(Path(args.artifacts)).versions()
+    if not infos:
+        print(f"no bundles under {args.artifacts}; train one with `vitrine train`")
+        return 0
+    for info in infos:
+        metric = key_metric(info.manifest)
+        shown = f"{metric[0]} = {metric[1]:.4f}" if metric else "no validation metric"
+        parents = info.manifest.get("parents") or []
+        lineage = f"  retrained {'+'.join(info.manifest.get('retrained', []))} from {parents[0]}" if parents else ""
+        created = info.manifest.get("created_at", "?")
+        print(f"{'*' if info.serving else ' '} {info.version}  {created}  {shown}{lineage}")
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from engine.artifacts.promotion import promote_bundle
+    from engine.artifacts.registry import ArtifactRegistry, BundleRefused
+
+    try:
+        promote_bundle(ArtifactRegistry(Path(args.artifacts)), args.version, force=args.force, tolerance=args.tolerance)
+    except BundleRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.version} now serves")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``vitrine serve``, ``vitrine bundles`` and ``vitrine promote``."""
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    add_artifacts(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_cmd_serve)
+
+    bundles = sub.add_parser("bundles", help="list bundles and their key metric (* = serving)")
+    add_artifacts(bundles)
+    bundles.set_defaults(func=_cmd_bundles)
+
+    promote = sub.add_parser("promote", help="make a bundle the serving one, after its checks")
+    promote.add_argument("version")
+    add_artifacts(promote)
+    promote.add_argument("--force", action="store_true", help="promote even if the key metric drops")
+    promote.add_argument("--tolerance", type=float, default=0.05)
+    promote.set_defaults(func=_cmd_promote)
