@@ -16,7 +16,7 @@ Integration points (what serving, the CLI and the demo page call):
   order (for session fold-in). Both live in ``engine.experiments.eventstore``.
 - ``experiment_report(store, name, *, as_of=None) -> dict`` (JSON-ready), ``render_report(report) -> str``,
   ``chart_png(report) -> bytes`` / ``write_chart(report, path)``.
-- The HTTP-driven simulation: ``engine.experiments.simulation.run_shoppers(shoppers, visit=..., sink=...,
+- The HTTP-driven simulation: ``engine.experiments.shoppers.run_shoppers(shoppers, visit=..., sink=...,
   show=..., variants=...)`` with ``make_shoppers(load_tastes(store_dir), ...)``; ``visit`` calls the image-set
   endpoint, ``sink`` posts to ``/v1/events``, ``show(unit_id, variant)`` fetches a given variant's set
   (for the true lift). See docs/EXPERIMENTS.md.

@@ -9,7 +9,7 @@ event store) or one given by URL:
    taste) calls ``GET /v1/users/{id}/image-set?at=<arrival>`` once, which assigns the variant, builds the set
    (popular catalogue photos or the personalised generated set) and records the exposure; the shopper sees
    the conditions (class, colour, pattern) of the images returned and clicks, adds to cart and buys with
-   probabilities that rise with how well they match their taste (:class:`~engine.experiments.simulation.
+   probabilities that rise with how well they match their taste (:class:`~engine.experiments.shoppers.
    ShopperResponse`); those events go to ``POST /v1/events``, one batch per simulated day;
 3. the report is read from ``GET /v1/experiments/{name}/report``.
 
@@ -46,18 +46,17 @@ import httpx
 import numpy as np
 
 from engine.experiments.eventstore import Event
-from engine.experiments.simulation import (
+from engine.experiments.shoppers import (
     SIM_START,
     RunOutcome,
     ShopperResponse,
     Shown,
     SimShopper,
-    SimulationSettings,
     make_shoppers,
     run_shoppers,
     set_match,
-    simulate_aa,
 )
+from engine.experiments.simulation import SimulationSettings, render_summary, simulate_aa
 from engine.world.tastes import Taste
 
 logger = logging.getLogger(__name__)
@@ -120,16 +119,13 @@ class HttpSimulationSummary:
 
     def render(self) -> str:
         s = self.settings
-        lines = [
+        return render_summary(
             f"world simulation through the HTTP API: {s.days} days, {s.n_images} images per set, α = {s.alpha}, "
-            f"seed {s.seed}, conversion = {s.conversion}"
-        ]
-        lines += [f"  {k}: {v}" for k, v in self.figures.items()]
-        lines += [f"  check {'PASS' if ok else 'FAIL'}: {what}" for what, ok in self.checks]
-        if self.seconds is not None:
-            lines.append(f"  total time: {self.seconds:.0f} s")
-        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}")
-        return "\n".join(lines)
+            f"seed {s.seed}, conversion = {s.conversion}",
+            self.figures,
+            self.checks,
+            notes=[f"  total time: {self.seconds:.0f} s"] if self.seconds is not None else [],
+        )
 
 
 class ApiClient:

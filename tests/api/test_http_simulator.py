@@ -42,7 +42,7 @@ def test_http_simulation_counts_every_exposure_and_conversion(api, demo_store):
 
 def test_the_report_would_notice_a_lost_conversion():
     from engine.experiments.http_simulation import HttpRun
-    from engine.experiments.simulation import RunOutcome
+    from engine.experiments.shoppers import RunOutcome
 
     report = {"variants": [{"name": "a", "exposures": 10, "conversions": 2}]}
     run = HttpRun("x", report, RunOutcome(exposed={"a": 10}, converted={"a": 3}), requests=1, seconds=1.0)

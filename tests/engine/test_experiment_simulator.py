@@ -9,21 +9,18 @@ import pytest
 
 from engine.experiments import Experiment, ExperimentRegistry, Variant, experiment_report
 from engine.experiments.eventstore import EventStore
-from engine.experiments.simulation import (
+from engine.experiments.shoppers import (
     SIM_START,
     ShopperResponse,
     Shown,
-    SimulationSettings,
-    in_process_visit,
     make_shoppers,
     oracle_show,
     personal_conditions,
     popular_conditions,
     run_shoppers,
     set_match,
-    simulate_aa,
-    simulate_ab,
 )
+from engine.experiments.simulation import SimulationSettings, in_process_visit, simulate_aa, simulate_ab
 from engine.world import draw_tastes
 
 
