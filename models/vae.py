@@ -10,6 +10,7 @@ Training (Gaussian likelihood with the optimal shared σ, Rybkin et al. 2021) li
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,19 +44,10 @@ class VAEConfig:
         self.decoder_config()  # GANConfig checks every field the two share, with the same messages
 
     def decoder_config(self) -> GANConfig:
-        """The generator architecture the decoder uses (its d_width is unused)."""
-        return GANConfig(
-            attribute_names=self.attribute_names,
-            cardinalities=self.cardinalities,
-            arch=self.arch,
-            image_size=self.image_size,
-            channels=self.channels,
-            z_dim=self.z_dim,
-            embed_dim=self.embed_dim,
-            g_width=self.g_width,
-            d_width=self.e_width,
-            max_width=self.max_width,
-        )
+        """The generator architecture the decoder uses: the same fields, the encoder's width as its unused d_width."""
+        fields = dataclasses.asdict(self)
+        fields["d_width"] = fields.pop("e_width")
+        return GANConfig(**fields)
 
 
 class VAEEncoder(nn.Module):

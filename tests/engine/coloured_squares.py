@@ -16,9 +16,14 @@ def colour_dataset(n: int, size: int = 16, seed: int = 0) -> tuple[np.ndarray, n
     return images, labels[:, None]
 
 
-def requested_colour_share(x, y) -> float:
-    """Share of generated images (B, 3, H, W) in [-1, 1] whose most saturated pixels have the dominant channel of
-    their requested colour, codes y (B, 1)."""
+def requested_colour_share(generator, *, per_colour: int, z_dim: int) -> float:
+    """Share of ``per_colour`` images of each colour, drawn by ``generator(z, y)`` (in [-1, 1]), whose most saturated
+    pixels have the dominant channel of the colour asked for."""
+    import torch
+
+    y = torch.arange(3).repeat_interleave(per_colour)[:, None]
+    with torch.no_grad():
+        x = generator(torch.randn(len(y), z_dim, generator=torch.Generator().manual_seed(1)), y)
     rgb = ((x + 1) * 127.5).permute(0, 2, 3, 1).reshape(len(x), -1, 3).numpy()
     sat = rgb.max(axis=2) - rgb.min(axis=2)
     dominant = np.array([rgb[k][sat[k] > np.quantile(sat[k], 0.8)].mean(axis=0).argmax() for k in range(len(x))])

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from engine.training.vae import VAETrainConfig, VAETraining, gaussian_nll_shared_sigma, train_vae
+from engine.training.vae import VAETrainConfig, VAETraining, VAETrainingResult, gaussian_nll_shared_sigma, train_vae
 from models.vae import VAEConfig
 from tests.engine.coloured_squares import colour_dataset, requested_colour_share
 from tests.engine.generator_training_contract import TrainerContract
@@ -68,16 +68,13 @@ def test_gaussian_nll_of_a_perfect_batch_stops_at_the_soft_clip():
 # ---------------------------------------------------------------------------------------------- training
 
 
+def trained(n: int, **settings) -> VAETrainingResult:
+    """The tiny VAE trained from seed 0 on ``n`` coloured squares."""
+    return train_vae(*colour_dataset(n), cfg(), VAETrainConfig(**settings), seed=0, show_progress=False)
+
+
 def test_training_lowers_the_loss():
-    images, labels = colour_dataset(128)
-    result = train_vae(
-        images,
-        labels,
-        cfg(),
-        VAETrainConfig(steps=30, batch_size=8, lr=2e-3, kl_warmup=0, log_every=10),
-        seed=0,
-        show_progress=False,
-    )
+    result = trained(128, steps=30, batch_size=8, lr=2e-3, kl_warmup=0, log_every=10)
     losses = [r["loss"] for r in result.history]
     assert [r["step"] for r in result.history] == [10, 20, 30]
     assert losses[-1] < losses[0] - 100  # per-image negative ELBO, in nats over 768 values
@@ -87,28 +84,14 @@ def test_training_lowers_the_loss():
 
 
 def test_the_kl_weight_warms_up_linearly():
-    images, labels = colour_dataset(32)
-    result = train_vae(
-        images, labels, cfg(), VAETrainConfig(steps=3, batch_size=8, kl_warmup=4, log_every=1), show_progress=False
-    )
+    result = trained(32, steps=3, batch_size=8, kl_warmup=4, log_every=1)
     for step, r in enumerate(result.history, start=1):  # β = step / kl_warmup
         assert r["loss"] == pytest.approx(r["nll"] + step / 4 * r["kl"], rel=1e-5)
 
 
 def test_trained_vae_decodes_the_requested_colour():
-    images, labels = colour_dataset(128)
-    result = train_vae(
-        images,
-        labels,
-        cfg(),
-        VAETrainConfig(steps=80, batch_size=16, lr=3e-3, kl_warmup=40, log_every=40),
-        seed=0,
-        show_progress=False,
-    )
-    with torch.no_grad():
-        y = torch.arange(3).repeat_interleave(8)[:, None]
-        x = result.vae(torch.randn(24, 8, generator=torch.Generator().manual_seed(1)), y)
-    assert requested_colour_share(x, y) >= 0.8
+    result = trained(128, steps=80, batch_size=16, lr=3e-3, kl_warmup=40, log_every=40)
+    assert requested_colour_share(result.vae, per_colour=8, z_dim=8) >= 0.8
 
 
 @pytest.mark.parametrize(
