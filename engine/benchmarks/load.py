@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from engine.artifacts.registry import ArtifactRegistry
-from engine.experiments.http_simulation import serve_subprocess
+from engine.experiments.http_api import serve_subprocess
 
 
 @dataclass(frozen=True, kw_only=True)

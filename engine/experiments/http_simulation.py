@@ -28,24 +28,17 @@ The server's clock comes from the request (``at``), so the server must run with 
 from __future__ import annotations
 
 import logging
-import os
 import secrets
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from engine.experiments.eventstore import Event
+from engine.experiments.http_api import ApiClient, iso_utc, local_api, remote_api
 from engine.experiments.shoppers import (
     SIM_START,
     RunOutcome,
@@ -56,12 +49,11 @@ from engine.experiments.shoppers import (
     run_shoppers,
     set_match,
 )
-from engine.experiments.simulation import SimulationSettings, render_summary, simulate_aa
+from engine.experiments.simulation import SimulationSettings, SimulationSummary, simulate_aa
 from engine.world.tastes import Taste
 
 logger = logging.getLogger(__name__)
 
-EVENTS_PER_POST = 1000  # the most POST /v1/events takes
 #: Days between the starts of successive runs: more than an experiment plus the 28-day CUPED pre-period.
 RUN_SPACING_DAYS = 400
 
@@ -104,7 +96,7 @@ class HttpRun:
 
 
 @dataclass
-class HttpSimulationSummary:
+class HttpSimulationSummary(SimulationSummary):
     """Figures and PASS/FAIL checks of :func:`simulate_http`; ``ab_report`` is the A/B report from the API."""
 
     settings: HttpSimulationSettings
@@ -113,63 +105,15 @@ class HttpSimulationSummary:
     ab_report: dict[str, Any] | None = None
     seconds: float | None = None
 
-    @property
-    def passed(self) -> bool:
-        return all(ok for _, ok in self.checks)
-
-    def render(self) -> str:
+    def headline(self) -> str:
         s = self.settings
-        return render_summary(
+        return (
             f"world simulation through the HTTP API: {s.days} days, {s.n_images} images per set, α = {s.alpha}, "
-            f"seed {s.seed}, conversion = {s.conversion}",
-            self.figures,
-            self.checks,
-            notes=[f"  total time: {self.seconds:.0f} s"] if self.seconds is not None else [],
+            f"seed {s.seed}, conversion = {s.conversion}"
         )
 
-
-class ApiClient:
-    """The few calls the simulation makes, over any httpx-compatible client (a real one, or FastAPI's
-    TestClient in tests). Every answer other than the expected status is an error naming the call."""
-
-    def __init__(self, client: httpx.Client, *, admin_token: str | None) -> None:
-        self.client = client
-        self.admin_token = admin_token
-        self.requests = 0
-
-    def _check(self, r: httpx.Response, what: str, status: int = 200) -> Any:
-        self.requests += 1
-        if r.status_code != status:
-            raise RuntimeError(f"{what}: HTTP {r.status_code}: {r.text[:400]}")
-        return r.json()
-
-    def create_experiment(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
-        r = self.client.post("/v1/admin/experiments", json=dict(config), headers=headers)
-        return self._check(r, f"creating experiment {config.get('name')}", 201)
-
-    def image_set(self, user_id: str, *, at: float, n: int, neighbours: int, **params: str) -> dict[str, Any]:
-        query = {"n": n, "neighbours": neighbours, "at": _iso(at), **params}
-        return self._check(self.client.get(f"/v1/users/{user_id}/image-set", params=query), f"image set of {user_id}")
-
-    def post_events(self, events: Sequence[Event]) -> None:
-        for start in range(0, len(events), EVENTS_PER_POST):
-            chunk = [_event_json(e) for e in events[start : start + EVENTS_PER_POST]]
-            body = self._check(self.client.post("/v1/events", json={"events": chunk}), "posting events")
-            if body["stored"] + body["duplicates"] != len(chunk):
-                raise RuntimeError(f"posting events: {len(chunk)} sent, {body['stored'] + body['duplicates']} answered")
-
-    def report(self, name: str, as_of: datetime) -> dict[str, Any]:
-        r = self.client.get(f"/v1/experiments/{name}/report", params={"as_of": _iso(as_of.timestamp())})
-        return self._check(r, f"report of {name}")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _event_json(e: Event) -> dict[str, Any]:
-    return {k: v for k, v in asdict(e).items() if v is not None}
+    def notes(self) -> list[str]:
+        return [f"  total time: {self.seconds:.0f} s"] if self.seconds is not None else []
 
 
 def _shown(body: Mapping[str, Any]) -> Shown:
@@ -208,8 +152,8 @@ def run_http_experiment(
     config = {
         "name": name,
         "salt": f"{name}-{settings.seed}",
-        "start": _iso(start.timestamp()),
-        "stop": _iso(stop.timestamp()),
+        "start": iso_utc(start.timestamp()),
+        "stop": iso_utc(stop.timestamp()),
         "conversion": settings.conversion,
         "variants": [{"name": v, "strategy": s} for v, s in strategies.items()],
     }
@@ -306,6 +250,10 @@ def consistency_checks(run: HttpRun) -> list[tuple[str, bool]]:
     return checks
 
 
+AA_STRATEGIES = {"a": "popular", "b": "popular"}
+AB_STRATEGIES = {"control": "popular", "treatment": "personalised"}
+
+
 def simulate_http(
     api: ApiClient,
     tastes: Mapping[str, Taste],
@@ -319,25 +267,9 @@ def simulate_http(
     figures: dict[str, Any] = {}
     checks: list[tuple[str, bool]] = []
     if settings.aa_runs:
-        t0 = time.perf_counter()
-        aa = simulate_aa(
-            SimulationSettings(
-                runs=settings.aa_runs,
-                shoppers=min(settings.aa_shoppers, len(tastes)),
-                days=settings.days,
-                n_images=settings.n_images,
-                alpha=settings.alpha,
-                seed=settings.seed,
-                response=settings.response,
-            ),
-            tastes=list(tastes.values()),
-            show_progress=show_progress,
-        )
-        figures[
-            f"A/A calibration, in process ({settings.aa_runs} experiments × {aa.settings.shoppers} shoppers, no HTTP)"
-        ] = f"{time.perf_counter() - t0:.0f} s"
-        figures.update({f"  A/A {k}": v for k, v in aa.figures.items()})
-        checks += [(f"A/A (in process): {what}", ok) for what, ok in aa.checks]
+        more_figures, more_checks = _calibrate_in_process(tastes, settings, show_progress=show_progress)
+        figures.update(more_figures)
+        checks += more_checks
 
     ids = sorted(tastes)
     rng = np.random.default_rng([settings.seed, 0x477])
@@ -346,44 +278,94 @@ def simulate_http(
     population = {u: tastes[u] for u in ids}
 
     for k in range(settings.aa_http_runs):
-        shoppers = make_shoppers(
-            population,
-            start=_slot_start(k + 1),
-            days=settings.days,
-            seed=settings.seed * 1000 + 500 + k,
-            response=settings.response,
-        )
-        run = run_http_experiment(
+        name = f"sim-http-aa-{settings.seed}-{k}-{secrets.token_hex(3)}"
+        seed = settings.seed * 1000 + 500 + k
+        run = _run_in_slot(
             api,
-            shoppers,
-            {"a": "popular", "b": "popular"},
-            name=f"sim-http-aa-{settings.seed}-{k}-{secrets.token_hex(3)}",
-            settings=settings,
-            truth=False,
+            population,
+            AA_STRATEGIES,
+            settings,
+            name=name,
             slot=k + 1,
+            seed=seed,
+            truth=False,
             show_progress=show_progress,
         )
         comp = run.report["comparisons"][0]
         figures[f"A/A over HTTP #{k + 1}"] = (
-            f"{len(shoppers)} shoppers, {run.requests} requests in {run.seconds:.0f} s "
+            f"{len(population)} shoppers, {run.requests} requests in {run.seconds:.0f} s "
             f"({1000 * run.seconds / run.requests:.1f} ms per request); p = {_g(comp['p_value'])}, always-valid p = "
             f"{_g(comp['sequential']['always_valid_p_value'])}, SRM p = {_g(run.report['srm']['p_value'])}"
         )
         checks += consistency_checks(run)
         checks.append((f"{run.name}: no sample-ratio mismatch alarm (SRM p ≥ 0.001)", not run.report["srm"]["alarm"]))
 
-    shoppers = make_shoppers(
-        population, start=_slot_start(0), days=settings.days, seed=settings.seed * 1000 + 1, response=settings.response
+    name = f"sim-http-ab-{settings.seed}-{secrets.token_hex(3)}"
+    seed = settings.seed * 1000 + 1
+    run = _run_in_slot(
+        api, population, AB_STRATEGIES, settings, name=name, slot=0, seed=seed, truth=True, show_progress=show_progress
     )
-    run = run_http_experiment(
-        api,
-        shoppers,
-        {"control": "popular", "treatment": "personalised"},
-        name=f"sim-http-ab-{settings.seed}-{secrets.token_hex(3)}",
-        settings=settings,
-        truth=True,
+    more_figures, more_checks = _ab_figures(run, settings, shoppers=len(population))
+    figures.update(more_figures)
+    checks += more_checks
+    return HttpSimulationSummary(settings=settings, figures=figures, checks=checks, ab_report=run.report)
+
+
+def _calibrate_in_process(
+    tastes: Mapping[str, Taste], settings: HttpSimulationSettings, *, show_progress: bool
+) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
+    """The A/A calibration in process (``settings.aa_runs`` experiments on the store's tastes, no HTTP)."""
+    t0 = time.perf_counter()
+    aa = simulate_aa(
+        SimulationSettings(
+            runs=settings.aa_runs,
+            shoppers=min(settings.aa_shoppers, len(tastes)),
+            days=settings.days,
+            n_images=settings.n_images,
+            alpha=settings.alpha,
+            seed=settings.seed,
+            response=settings.response,
+        ),
+        tastes=list(tastes.values()),
         show_progress=show_progress,
     )
+    figures = {
+        f"A/A calibration, in process ({settings.aa_runs} experiments × {aa.settings.shoppers} shoppers, no HTTP)": (
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+    }
+    figures.update({f"  A/A {k}": v for k, v in aa.figures.items()})
+    return figures, [(f"A/A (in process): {what}", ok) for what, ok in aa.checks]
+
+
+def _run_in_slot(
+    api: ApiClient,
+    population: Mapping[str, Taste],
+    strategies: Mapping[str, str],
+    settings: HttpSimulationSettings,
+    *,
+    name: str,
+    slot: int,
+    seed: int,
+    truth: bool,
+    show_progress: bool,
+) -> HttpRun:
+    """One shopper per taste of ``population``, arriving over run ``slot``'s days (seeded by ``seed``), through
+    experiment ``name`` over HTTP (:func:`run_http_experiment`)."""
+    shoppers = make_shoppers(
+        population, start=_slot_start(slot), days=settings.days, seed=seed, response=settings.response
+    )
+    return run_http_experiment(
+        api, shoppers, strategies, name=name, settings=settings, truth=truth, slot=slot, show_progress=show_progress
+    )
+
+
+def _ab_figures(
+    run: HttpRun, settings: HttpSimulationSettings, *, shoppers: int
+) -> tuple[dict[str, Any], list[tuple[str, bool]]]:
+    """The A/B run's figures (counts, true and reported lift, always-valid test, SRM, CUPED) and checks."""
+    figures: dict[str, Any] = {}
+    checks: list[tuple[str, bool]] = []
     comp = run.report["comparisons"][0]
     rates = run.outcome.true_rates or {}
     true_abs, true_rel = run.outcome.true_lift("treatment", "control") or (float("nan"), float("nan"))
@@ -392,7 +374,7 @@ def simulate_http(
     covered = ci is not None and ci[0] <= true_abs <= ci[1]
     by_name = {v["name"]: v for v in run.report["variants"]}
     figures["A/B over HTTP, personalised vs popular"] = (
-        f"{len(shoppers)} shoppers, conversion = {settings.conversion}, {run.requests} requests in {run.seconds:.0f} s "
+        f"{shoppers} shoppers, conversion = {settings.conversion}, {run.requests} requests in {run.seconds:.0f} s "
         f"({1000 * run.seconds / run.requests:.1f} ms per request)"
     )
     figures["  exposed / converted"] = ", ".join(
@@ -427,7 +409,7 @@ def simulate_http(
         (f"{run.name}: the reported 95% CI covers the simulator's true lift {100 * true_abs:+.2f} pp", covered)
     )
     checks.append((f"{run.name}: no sample-ratio mismatch alarm", not run.report["srm"]["alarm"]))
-    return HttpSimulationSummary(settings=settings, figures=figures, checks=checks, ab_report=run.report)
+    return figures, checks
 
 
 def _slot_start(slot: int) -> datetime:
@@ -444,14 +426,6 @@ def _pct(x: float | None) -> str:
 
 def _pair_pp(pair: Sequence[float] | None) -> str:
     return "n/a" if not pair else f"[{100 * pair[0]:+.2f}, {100 * pair[1]:+.2f}] pp"
-
-
-@contextmanager
-def remote_api(url: str, admin_token: str | None) -> Iterator[ApiClient]:
-    """A running API at ``url`` (it must run with ``VITRINE_CLIENT_CLOCK=1``; ``admin_token`` creates the
-    experiments)."""
-    with httpx.Client(base_url=url, timeout=60) as client:
-        yield ApiClient(client, admin_token=admin_token)
 
 
 def run_simulation(
@@ -481,69 +455,3 @@ def run_simulation(
         summary = simulate_http(api, tastes, settings, show_progress=show_progress)
     summary.seconds = time.perf_counter() - t0
     return summary
-
-
-@contextmanager
-def local_api(
-    artifacts: Path, *, database_url: str | None = None, server: Callable[..., Any] | None = None
-) -> Iterator[ApiClient]:
-    """A uvicorn subprocess on ``artifacts`` with the client clock on, an admin token made up for the run and
-    an event store in a temporary folder (or ``database_url``); yields an :class:`ApiClient` to it."""
-
-    token = secrets.token_urlsafe(16)
-    with tempfile.TemporaryDirectory(prefix="vitrine-sim-") as tmp:
-        env = {
-            "VITRINE_CLIENT_CLOCK": "1",
-            "VITRINE_ADMIN_TOKEN": token,
-            "VITRINE_DATABASE_URL": database_url or f"sqlite:///{tmp}/events.db",
-        }
-        with (server or serve_subprocess)(artifacts, env) as url, httpx.Client(base_url=url, timeout=60) as client:
-            yield ApiClient(client, admin_token=token)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve_subprocess(artifacts: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A `vitrine serve` subprocess serving ``artifacts`` on a free local port (extra ``env``: VITRINE_* settings)."""
-    port = _free_port()
-    env = {**os.environ, **(env or {}), "VITRINE_ARTIFACTS": str(Path(artifacts).resolve())}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "engine.cli",
-            "serve",
-            "--artifacts",
-            str(Path(artifacts).resolve()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the API exited with code {proc.returncode} before it was ready")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise RuntimeError("the API did not become healthy within 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -133,8 +133,36 @@ def simulate_experiment(
     return report, outcome
 
 
+class SimulationSummary:
+    """What a simulation found: ``figures`` (name → value) and ``checks`` ((what, passed) pairs), rendered as
+    text under a :meth:`headline`. The in-process calibration and the HTTP simulation share it."""
+
+    figures: dict[str, Any]
+    checks: list[tuple[str, bool]]
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok in self.checks)
+
+    def headline(self) -> str:
+        raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        """Lines after the checks, before the verdict."""
+        return []
+
+    def render(self) -> str:
+        """The headline, one line per figure and per check (PASS or FAIL), the notes and the overall verdict."""
+        lines = [self.headline()]
+        lines += [f"  {k}: {v}" for k, v in self.figures.items()]
+        lines += [f"  check {'PASS' if ok else 'FAIL'}: {what}" for what, ok in self.checks]
+        lines += self.notes()
+        lines.append(f"overall: {'PASS' if self.passed else 'FAIL'}")
+        return "\n".join(lines)
+
+
 @dataclass
-class CalibrationSummary:
+class CalibrationSummary(SimulationSummary):
     """Rates over the simulated experiments and the checks they pass or fail (see :func:`simulate_aa`)."""
 
     kind: str
@@ -143,32 +171,12 @@ class CalibrationSummary:
     checks: list[tuple[str, bool]]
     first_report: dict[str, Any] | None = None
 
-    @property
-    def passed(self) -> bool:
-        return all(ok for _, ok in self.checks)
-
-    def render(self) -> str:
+    def headline(self) -> str:
         s = self.settings
-        return render_summary(
+        return (
             f"{self.kind} simulation: {s.runs} experiments × {s.shoppers} shoppers over {s.days} days, "
-            f"{s.n_images} images per set, α = {s.alpha}, seed {s.seed}",
-            self.figures,
-            self.checks,
+            f"{s.n_images} images per set, α = {s.alpha}, seed {s.seed}"
         )
-
-
-def render_summary(
-    headline: str, figures: Mapping[str, Any], checks: Sequence[tuple[str, bool]], *, notes: Sequence[str] = ()
-) -> str:
-    """A simulation's summary as text: the headline, one line per figure and per check (PASS or FAIL), the
-    ``notes`` and the overall verdict (PASS when every check passes). The in-process calibration and the
-    HTTP simulation print theirs alike."""
-    lines = [headline]
-    lines += [f"  {k}: {v}" for k, v in figures.items()]
-    lines += [f"  check {'PASS' if ok else 'FAIL'}: {what}" for what, ok in checks]
-    lines += notes
-    lines.append(f"overall: {'PASS' if all(ok for _, ok in checks) else 'FAIL'}")
-    return "\n".join(lines)
 
 
 def _rate(k: int, n: int) -> str:

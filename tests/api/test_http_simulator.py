@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-from engine.experiments.http_simulation import ApiClient, HttpSimulationSettings, consistency_checks, simulate_http
+from engine.experiments.http_api import ApiClient
+from engine.experiments.http_simulation import HttpSimulationSettings, consistency_checks, simulate_http
 from engine.world import load_tastes
 
 TOKEN = "sim-token"
