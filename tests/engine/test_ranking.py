@@ -4,9 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from engine.recommend.baselines import PopularityRecommender, RepurchaseRecommender, build_interactions
+from engine.recommend.baselines import build_interactions
 from engine.recommend.ranking import build_task, paired_ratio_ci, per_user_metrics, ranking_metrics
 from features.weighting import WeightingConfig
+from tests.engine.recommend_contract import tiny_log
 
 
 def test_metrics_match_hand_computed_values():
@@ -48,36 +49,8 @@ def test_paired_ratio_interval_is_exact_for_a_constant_ratio_and_narrows_with_mo
     assert widths[1] < widths[0] / 5  # about 1/sqrt(100) as wide
 
 
-def _log():
-    rows = [
-        ("a", "x", "purchase", "2026-01-01"),
-        ("a", "y", "purchase", "2026-01-03"),
-        ("b", "x", "purchase", "2026-01-02"),
-        ("c", "x", "view", "2026-01-02"),
-        ("b", "z", "purchase", "2026-01-03"),
-        ("c", "z", "purchase", "2026-01-03"),
-    ]
-    df = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "timestamp"])
-    df["session_id"] = "s"
-    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True)
-    return df
-
-
-def test_popularity_windows_and_repurchase_order():
-    data = build_interactions(_log(), WeightingConfig())
-    items = list(data.items.ids_)
-    assert [items[i] for i in PopularityRecommender().fit(data).recommend(np.array([0]), 3)[0]] == ["x", "z", "y"]
-    recent = PopularityRecommender(window_days=1).fit(data)
-    assert items[recent.recommend(np.array([0]), 1)[0][0]] == "z"  # the last day's best seller
-    rep = RepurchaseRecommender(PopularityRecommender()).fit(data)
-    a = data.users.get("a")
-    # a's own items, most recent first, then popular items a has not bought
-    assert [items[i] for i in rep.recommend(np.array([a]), 3)[0]] == ["y", "x", "z"]
-    assert [items[i] for i in rep.recommend(np.array([-1]), 2)[0]] == ["x", "z"]
-
-
 def test_task_marks_unseen_users_and_items():
-    data = build_interactions(_log(), WeightingConfig())
+    data = build_interactions(tiny_log(), WeightingConfig())
     test = pd.DataFrame(
         {
             "user_id": ["a", "new"],

@@ -55,14 +55,6 @@ def test_reranker_learns_that_shoppers_buy_the_other_colours_of_their_product():
     assert hits / len(users) >= 0.8
 
 
-def test_unseen_shoppers_get_recent_best_sellers():
-    df, groups = family_log(days=4, users=30)
-    data = build_interactions(df, WeightingConfig())
-    rec = RerankRecommender(RerankerConfig(label_windows=1), catalogue=groups.to_frame("group")).fit(data)
-    top = rec.recommend(np.array([-1, -1]), 3)
-    assert (top[0] == top[1]).all() and (top[0] == rec.sources_.popular[:3]).all()
-
-
 def _attribute_log():
     """Two shoppers and a six-item catalogue in two classes; every item bought once by someone else too."""
     t0 = pd.Timestamp("2026-01-01", tz="UTC")
