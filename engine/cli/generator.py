@@ -9,7 +9,7 @@ from engine.cli.options import add_json, add_no_progress, from_args, progress, w
 
 
 def _dataset(args: argparse.Namespace, *, name: str | None = None, path: str | None = None):
-    from engine.evaluation.generator_study import load_dataset
+    from engine.evaluation.generator_runs import load_dataset
 
     return load_dataset(
         name or args.dataset, Path(path or args.data), max_images=args.max_images, show_progress=progress(args)
@@ -24,7 +24,7 @@ def _threads(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from engine.evaluation.generator_study import train_run
+    from engine.evaluation.generator_runs import train_run
 
     _threads(args)
     aug = {"auto": None, "on": True, "off": False}[args.diffaugment]
@@ -46,7 +46,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.evaluation.generator_study import evaluate_run, format_report, read_run
+    from engine.evaluation.generator_runs import read_run
+    from engine.evaluation.generator_study import evaluate_run, format_report
 
     _threads(args)
     info = read_run(Path(args.run))
@@ -85,7 +86,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, needs_data: bool = True) -> None:
-    from engine.evaluation.generator_study import DATASETS
+    from engine.evaluation.generator_runs import DATASETS
 
     if needs_data:
         p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -107,7 +108,7 @@ def register(
     bench_sub: argparse._SubParsersAction,
 ) -> None:
     """Add the ``generator`` subcommand under ``train``, ``evaluate`` and ``bench``."""
-    from engine.evaluation.generator_study import MODELS
+    from engine.evaluation.generator_runs import MODELS
 
     t = train_sub.add_parser("generator", help="train the conditional GAN or VAE on a labelled image dataset")
     _common(t)
