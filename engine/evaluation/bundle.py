@@ -159,6 +159,16 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def served_bundle(artifacts: Path, version: str | None = None) -> tuple[str, Bundle]:
+    """(version, bundle): the bundle ``version`` under ``artifacts``, or the one that serves (the registry's
+    pointer) when ``version`` is None, loaded and checked as serving loads it."""
+    registry = ArtifactRegistry(artifacts)
+    version = version or registry.current()
+    if version is None:
+        raise ValueError(f"no serving bundle under {artifacts}; pass --version or promote one")
+    return version, load_bundle(registry.path(version))
+
+
 def evaluate_bundle(
     data_path: Path,
     artifacts: Path,
@@ -168,11 +178,7 @@ def evaluate_bundle(
     users: int = 300,
     show_progress: bool = True,
 ) -> EvaluationReport:
-    registry = ArtifactRegistry(artifacts)
-    version = version or registry.current()
-    if version is None:
-        raise ValueError(f"no serving bundle under {artifacts}; pass --version or promote one")
-    bundle = load_bundle(registry.path(version))
+    version, bundle = served_bundle(artifacts, version)
     personaliser = Personaliser(bundle)
     config: TrainConfig = build_config(TrainConfig, bundle.manifest["config"], source=f"bundle {version}")
     out_dir = out_dir or Path(artifacts) / "reports" / version

@@ -29,9 +29,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from engine.artifacts.bundle import Bundle, load_bundle
-from engine.artifacts.registry import ArtifactRegistry
-from engine.evaluation.bundle import judge
+from engine.artifacts.bundle import Bundle
+from engine.evaluation.bundle import judge, served_bundle
 from engine.evaluation.generator import frechet_distance
 from engine.recommend.baselines import build_interactions
 from engine.recommend.factors import fit_embeddings
@@ -310,11 +309,7 @@ def evaluate_personalisation(
     out: Path | None = None,
     show_progress: bool = True,
 ) -> dict:
-    registry = ArtifactRegistry(artifacts)
-    version = version or registry.current()
-    if version is None:
-        raise ValueError(f"no serving bundle under {artifacts}; pass --version or promote one")
-    bundle = load_bundle(registry.path(version))
+    version, bundle = served_bundle(artifacts, version)
     if bundle.visual is None:
         raise ValueError(
             f"bundle {version} has no visual encoder; add one with `vitrine train visual --artifacts {artifacts}`"
