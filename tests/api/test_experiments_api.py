@@ -7,16 +7,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.settings import Settings
-
-TOKEN = "s3cret"
-ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-EXPERIMENT = {
-    "name": "pvp",
-    "unit": "user",
-    "start": "2024-05-01T00:00:00Z",
-    "stop": "2024-05-15T00:00:00Z",
-    "variants": [{"name": "control", "strategy": "popular"}, {"name": "treatment", "strategy": "personalised"}],
-}
+from tests.api.experiment_fixture import ADMIN, EXPERIMENT, TOKEN
 
 
 @pytest.fixture
