@@ -20,7 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from engine.artifacts.registry import ArtifactRegistry, component_manifest
-from engine.recommend.baselines import FactorRecommender, PopularityRecommender, build_interactions
+from engine.recommend.baselines import FactorRecommender, PopularityRecommender, Recommender, build_interactions
 from engine.recommend.factors import fit_embeddings
 from engine.recommend.ranking import build_task, evaluate
 from engine.training.config import TrainConfig
@@ -105,7 +105,7 @@ def staged_bundle(registry: ArtifactRegistry, fingerprint: str) -> Iterator[tupl
         raise
 
 
-def _matrix(events: pd.DataFrame, config: TrainConfig) -> tuple[object, IdVocabulary, IdVocabulary, np.ndarray]:
+def _matrix(events: pd.DataFrame, config: TrainConfig) -> tuple[sp.csr_matrix, IdVocabulary, IdVocabulary, np.ndarray]:
     weighter = EventWeighter(config.weighting).fit(events)
     users = IdVocabulary().fit(events["user_id"])
     items = IdVocabulary().fit(events["item_id"])
@@ -119,7 +119,7 @@ def validate_embeddings(store: StoreData, config: TrainConfig, *, show_progress:
     data = build_interactions(split.train, config.weighting)
     task = build_task(split.test, data.users.index_, data.items.index_)
     k = config.eval_k
-    recommenders = {
+    recommenders: dict[str, Recommender] = {
         "popularity": PopularityRecommender(),
         config.embeddings.algorithm: FactorRecommender(config.embeddings, PopularityRecommender(), seed=config.seed),
     }

@@ -156,7 +156,7 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
         classifier = AttributeClassifier.load(parent_dir / "classifier")
         generator = Generator.load(parent_dir / "generator")
         discriminator = Discriminator.load(parent_dir / "generator")
-        matrix = sp.load_npz(parent_dir / "embeddings" / "history.npz").tocsr()
+        matrix = sp.csr_matrix(sp.load_npz(parent_dir / "embeddings" / "history.npz"))
         with timer.step("train visual encoder (DVBPR)"):
             vmetrics = visual_into(
                 staging,

@@ -92,7 +92,7 @@ class TrainingImages:
         for t in (self.images, self.conditions):
             array = np.ascontiguousarray(t.numpy())
             h.update(f"{array.dtype}{array.shape}".encode())
-            h.update(memoryview(array).cast("B"))
+            h.update(array.data.cast("B"))
         return h.hexdigest()
 
 
@@ -152,7 +152,8 @@ def run_training(
     config = training.train_config
     rng = torch.Generator().manual_seed(training.seed)
     digest = training.data.digest() if checkpoint_dir is not None else None
-    step, elapsed, history = 0, 0.0, []
+    step, elapsed = 0, 0.0
+    history: list[dict] = []
     if resume:
         step, elapsed, history = _resume(training, rng, checkpoint_dir, digest)
 
