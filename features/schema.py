@@ -20,7 +20,8 @@ Catalogue columns: ``item_id`` (str, unique), one str column per conditioning at
 ``StoreData.attributes``, e.g. ``class``, ``colour``, ``pattern``), ``price`` (float, may be NaN) and
 ``image`` (path of the item's image relative to ``StoreData.image_root``, empty when it has none) and
 ``group`` (the item's product family — variants of one product, such as H&M's product_code — empty
-when unknown).
+when unknown). A catalogue may also carry ``in_stock`` (bool): items that cannot be sold now are False, and
+serving's in-stock filter leaves them out; without the column every item counts as in stock.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class StoreData:
         missing = [c for c in (*CATALOGUE_BASE_COLUMNS, *self.attributes) if c not in self.catalogue.columns]
         if missing:
             raise ValueError(f"catalogue lacks columns {missing}; readers must produce the common schema.")
+        if "in_stock" in self.catalogue.columns and not pd.api.types.is_bool_dtype(self.catalogue["in_stock"]):
+            raise ValueError("catalogue in_stock must be a boolean column; readers must produce the common schema.")
         missing = [c for c in EVENT_COLUMNS if c not in self.events.columns]
         if missing:
             raise ValueError(f"event log lacks columns {missing}; readers must produce the common schema.")

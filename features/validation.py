@@ -98,6 +98,20 @@ def _bad_id(values: pd.Series) -> np.ndarray:
     return _blank(values) | too_long_or_control.to_numpy(dtype=bool, na_value=True)
 
 
+TRUE_WORDS = ("true", "1")
+FALSE_WORDS = ("false", "0")
+
+
+def _booleans(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(value, bad) per row: booleans as written (True/False, or the words true/false/1/0 in any case)."""
+    if pd.api.types.is_bool_dtype(values.dtype) and not values.isna().any():
+        return values.to_numpy(dtype=bool), np.zeros(len(values), dtype=bool)
+    words = values.astype("string").str.strip().str.lower()
+    true = words.isin(TRUE_WORDS).to_numpy(dtype=bool, na_value=False)
+    false = words.isin(FALSE_WORDS).to_numpy(dtype=bool, na_value=False)
+    return true, ~(true | false)
+
+
 def validate_events(
     raw: pd.DataFrame,
     *,
@@ -176,7 +190,9 @@ def validate_catalogue(
 
     An item needs an id (unique: a repeated id keeps its first row and reports the rest) and a value for
     every conditioning attribute. ``price`` must be a non-negative number when present; ``image`` may
-    be empty.
+    be empty. ``in_stock`` is optional; when the catalogue has it, each row's value must be true or false
+    (also written 1 or 0) and it is kept as a boolean column, which serving's in-stock filter reads. A
+    catalogue without it has no such column (serving then treats every item as in stock).
     """
     report = ValidationReport(source=source, rows_read=len(raw))
     missing = [c for c in ("item_id", *attributes) if c not in raw]
@@ -197,6 +213,9 @@ def validate_catalogue(
         "price is not a non-negative number",
         "price" if "price" in raw else "item_id",
     )
+    if "in_stock" in raw:
+        in_stock, bad_stock = _booleans(raw["in_stock"])
+        rows.check(bad_stock, "in_stock is not true or false (or 1 or 0)", "in_stock")
 
     ok = rows.ok
     out = pd.DataFrame({"item_id": raw["item_id"].astype("string").to_numpy()[ok].astype(str)})
@@ -208,5 +227,7 @@ def validate_catalogue(
     # optional product family (variants of one product, e.g. H&M's product_code); empty when unknown
     group = raw["group"].fillna("").astype(str) if "group" in raw else pd.Series("", index=raw.index)
     out["group"] = group.to_numpy()[ok]
+    if "in_stock" in raw:
+        out["in_stock"] = in_stock[ok]
     report.rows_loaded = len(out)
     return out.reset_index(drop=True), report

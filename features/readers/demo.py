@@ -1,8 +1,9 @@
 """Reader for the embedded demo store written by ``vitrine data demo``.
 
-Layout: ``store.json``, ``catalogue.csv`` (item_id,class,colour,pattern,price,image), ``images/``,
-``events.csv`` (user_id,session_id,item_id,event_type,timestamp). ``hidden/`` holds the simulated
-shoppers' tastes for evaluation; this reader never opens it.
+Layout: ``store.json``, ``catalogue.csv`` (item_id,class,colour,pattern,price,image; optionally in_stock,
+true or false, which the generated demo store does not write), ``images/``, ``events.csv``
+(user_id,session_id,item_id,event_type,timestamp). ``hidden/`` holds the simulated shoppers' tastes for
+evaluation; this reader never opens it.
 """
 
 from __future__ import annotations

@@ -100,3 +100,29 @@ def test_promotion_refuses_a_worse_key_metric_unless_forced(trained_artifacts, t
     assert reg.current() == version
     promote_bundle(reg, worse, force=True)
     assert reg.current() == worse
+
+
+def test_out_of_stock_items_stay_out_of_stock_in_the_bundle(demo_store, trained_artifacts, tmp_path):
+    """A catalogue's in_stock column travels reader -> validation -> training -> bundle (serving filters on it)."""
+    import pandas as pd
+
+    from engine.training.config import load_train_config
+    from engine.training.pipeline import train_bundle
+
+    store = tmp_path / "store"
+    shutil.copytree(demo_store, store)
+    catalogue = pd.read_csv(store / "catalogue.csv", dtype=str, keep_default_na=False)
+    sold_out = set(catalogue["item_id"].iloc[::4])
+    catalogue["in_stock"] = ["false" if i in sold_out else "true" for i in catalogue["item_id"]]
+    catalogue.to_csv(store / "catalogue.csv", index=False)
+    version = train_bundle(
+        store, tmp_path / "artifacts", load_train_config("tiny", overrides={"seed": 1}), show_progress=False
+    )
+    bundle = load_bundle(tmp_path / "artifacts" / version)
+    assert bundle.catalogue["in_stock"].dtype == bool
+    expected = ~bundle.catalogue["item_id"].isin(sold_out)
+    assert (bundle.catalogue["in_stock"] == expected).all()
+    assert not bundle.catalogue["in_stock"].all() and bundle.catalogue["in_stock"].any()
+    # the demo store itself has no stock column, and so neither has its bundle
+    root, served = trained_artifacts
+    assert "in_stock" not in load_bundle(root / served).catalogue.columns

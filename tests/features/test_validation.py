@@ -72,3 +72,25 @@ def test_catalogue_rejects_duplicates_blank_attributes_and_bad_prices():
         "class is empty": 1,
         "price is not a non-negative number": 1,
     }
+
+
+def test_catalogue_keeps_in_stock_as_booleans_and_rejects_other_values():
+    raw = pd.DataFrame(
+        {
+            "item_id": ["I1", "I2", "I3", "I4", "I5", "I6"],
+            "class": ["dress", "cap", "cap", "dress", "cap", "dress"],
+            "in_stock": ["true", "False", " 1 ", "0", "maybe", ""],
+        }
+    )
+    cat, report = validate_catalogue(raw, source="catalogue.csv", attributes=("class",))
+    assert list(cat["item_id"]) == ["I1", "I2", "I3", "I4"]
+    assert cat["in_stock"].dtype == bool and list(cat["in_stock"]) == [True, False, True, False]
+    assert dict(report.reasons) == {"in_stock is not true or false (or 1 or 0)": 2}
+    assert [(e.line, e.value) for e in report.examples] == [(6, "maybe"), (7, "")]
+    typed, _ = validate_catalogue(raw.assign(in_stock=[True, False] * 3), source="c", attributes=("class",))
+    assert list(typed["in_stock"]) == [True, False] * 3
+
+
+def test_a_catalogue_without_in_stock_gets_no_such_column():
+    cat, _ = validate_catalogue(pd.DataFrame({"item_id": ["I1"], "class": ["cap"]}), source="c", attributes=("class",))
+    assert "in_stock" not in cat.columns
