@@ -66,19 +66,6 @@ class StoreData:
         if missing:
             raise ValueError(f"event log lacks columns {missing}; readers must produce the common schema.")
 
-    @property
-    def class_attribute(self) -> str:
-        return self.attributes[0]
-
-    def image_path(self, item_id: str) -> Path | None:
-        """Absolute path of an item's image, or None when the item has none."""
-        if self.image_root is None:
-            return None
-        rows = self.catalogue.loc[self.catalogue["item_id"] == item_id, "image"]
-        if rows.empty or not rows.iloc[0]:
-            return None
-        return self.image_root / rows.iloc[0]
-
     def fingerprint(self) -> str:
         """A short content hash of the loaded events and catalogue, recorded in every artifact manifest."""
         h = hashlib.sha256()

@@ -63,10 +63,6 @@ def to_epoch(moment: datetime | float | int | None) -> float:
     return float(moment)
 
 
-def from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
-
-
 def _check_id(name: str, value: str | None, *, required: bool = False) -> None:
     if value is None:
         if required:

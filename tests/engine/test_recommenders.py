@@ -61,8 +61,8 @@ class TestRepurchase(RecommenderContract):
         data = build_interactions(tiny_log(), WeightingConfig())
         items = list(data.items.ids_)
         rep = RepurchaseRecommender(PopularityRecommender()).fit(data)
-        a = data.users.get("a")
-        assert [items[i] for i in rep.recommend(np.array([a]), 3)[0]] == ["y", "x", "z"]
+        a = data.users.transform(["a"])
+        assert [items[i] for i in rep.recommend(a, 3)[0]] == ["y", "x", "z"]
         assert [items[i] for i in rep.recommend(np.array([-1]), 2)[0]] == ["x", "z"]
 
 
