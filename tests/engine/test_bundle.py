@@ -50,12 +50,19 @@ def _copy(root, version, tmp_path):
     return reg
 
 
-def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(trained_artifacts, tmp_path):
+def _serving_and_candidate(trained_artifacts, tmp_path, candidate: str) -> tuple[ArtifactRegistry, str]:
+    """A registry in ``tmp_path`` serving a copy of the trained bundle, and another copy named ``candidate``
+    for a test to spoil and try to promote; returns the registry and the serving version."""
     root, version = trained_artifacts
     reg = _copy(root, version, tmp_path)
     reg.set_current(version)
+    shutil.copytree(root / version, tmp_path / candidate)
+    return reg, version
+
+
+def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(trained_artifacts, tmp_path):
     broken = "20990101T000000Z-0badf0"
-    shutil.copytree(root / version, tmp_path / broken)
+    reg, version = _serving_and_candidate(trained_artifacts, tmp_path, broken)
     (tmp_path / broken / "generator" / "generator_ema.safetensors").write_bytes(b"not weights")
     with pytest.raises(BundleRefused, match="failed to load"):
         promote_bundle(reg, broken)
@@ -84,11 +91,8 @@ def test_bundle_of_another_schema_is_refused(trained_artifacts, tmp_path):
 
 
 def test_promotion_refuses_a_worse_key_metric_unless_forced(trained_artifacts, tmp_path):
-    root, version = trained_artifacts
-    reg = _copy(root, version, tmp_path)
-    reg.set_current(version)
     worse = "20990101T000000Z-00ba5e"
-    shutil.copytree(root / version, tmp_path / worse)
+    reg, version = _serving_and_candidate(trained_artifacts, tmp_path, worse)
     path = tmp_path / worse / "manifest.json"
     m = json.loads(path.read_text())
     algo = m["config"]["embeddings"]["algorithm"]
