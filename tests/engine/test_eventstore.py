@@ -21,8 +21,8 @@ from engine.experiments.eventstore import (
     ExposureIn,
     StoreError,
     ingest_events,
-    schema_migrations,
 )
+from engine.experiments.tables import schema_migrations
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
