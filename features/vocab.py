@@ -30,4 +30,3 @@ class IdVocabulary:
         return self.index_.get_indexer(
             pd.Index(np.asarray(list(ids) if not isinstance(ids, (pd.Series, np.ndarray)) else ids, dtype=str))
         )
-
