@@ -8,7 +8,8 @@ similarity.
 IVF's one knob is ``nprobe``, the cells scanned per query. Rather than a constant that suits one data set,
 it is calibrated at build time: a sample of the indexed vectors is searched (leaving out each one's own
 entry) at nprobe 1, 2, 4, … until recall@10 against exact search reaches ``ivf_target_recall``. Measured on
-1M clustered 64-d vectors (``vitrine bench embeddings``); the figures are in docs/results/2026-11-29-embeddings-speed.md.
+1M clustered 64-d vectors (``vitrine bench embeddings``); the figures are in
+docs/results/2026-11-29-embeddings-speed.md.
 """
 
 from __future__ import annotations

@@ -82,8 +82,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "classifier_training": {"epochs": 6},
     },
-    # The H&M bundle behind the H&M grounding figures (docs/results/2026-11-29-grounding.md): the demo preset with the last day held out
-    # for validation, 2 classifier epochs and a GAN of up to 800 steps / 480 s (about 14 min on 2 cores).
+    # The H&M bundle behind the H&M grounding figures (docs/results/2026-11-29-grounding.md): the demo preset
+    # with the last day held out for validation, 2 classifier epochs and a GAN of up to 800 steps / 480 s
+    # (about 14 min on 2 cores).
     "hm": {
         "test_days": 1,
         "gan_training": {
