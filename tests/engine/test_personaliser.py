@@ -83,14 +83,14 @@ def test_render_refuses_ids_of_other_bundles(personaliser):
 
 
 def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
-    from engine.serving.grounding import distinct_picks as _distinct_picks
+    from engine.serving.grounding import distinct_picks
 
     # two images whose pools share items 7 and 8; the shopper likes 7 best, then 8, then 1, then 2
     items = [np.array([7, 8, 1]), np.array([8, 7, 2])]
     sims = [np.array([0.9, 0.5, 0.4]), np.array([0.95, 0.6, 0.3])]
     score = {7: 4.0, 8: 3.0, 1: 2.0, 2: 1.0}
     scores = [np.array([score[i] for i in row]) for row in items]
-    picks = _distinct_picks(scores, sims, items, 2)
+    picks = distinct_picks(scores, sims, items, 2)
     got = [sorted(items[p][pk].tolist()) for p, pk in enumerate(picks)]
     # 7 goes to image 0 (0.9 > 0.6), 8 to image 1 (0.95 > 0.5); each then takes its best own item
     assert got == [[1, 7], [2, 8]]
@@ -99,12 +99,12 @@ def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():
 
 
 def test_distinct_picks_fall_back_to_shared_items_when_a_pool_runs_dry():
-    from engine.serving.grounding import distinct_picks as _distinct_picks
+    from engine.serving.grounding import distinct_picks
 
     items = [np.array([5, 6]), np.array([5, 6])]
     scores = [np.array([2.0, 1.0]), np.array([2.0, 1.0])]
     sims = [np.array([0.9, 0.8]), np.array([0.1, 0.2])]
-    picks = _distinct_picks(scores, sims, items, 2)
+    picks = distinct_picks(scores, sims, items, 2)
     assert sorted(items[0][picks[0]].tolist()) == [5, 6]  # image 0 resembles both more: takes both
     assert sorted(items[1][picks[1]].tolist()) == [5, 6]  # image 1 is left short, so it shares them
 
