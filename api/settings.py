@@ -22,6 +22,11 @@ class Settings(BaseSettings):
         False,
         description="accept ?at= (the request's time) on image-set requests: for simulations, never in production",
     )
+    redis_url: str | None = Field(
+        None,
+        description="redis://host:6379/0: session events and image latents shared by every worker and host; "
+        "unset, they live in this process (one worker)",
+    )
     database_url: str = Field(
         "sqlite:///data/events.db",
         description="event store: sqlite:///path.db (WAL) or postgresql+psycopg://user@host:5432/db",
