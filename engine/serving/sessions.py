@@ -1,20 +1,25 @@
 """Session events for personalisation: what a shopper did in the current session, folded into their vector.
 
 A storefront posts session events (views, add_to_cart, purchases of catalogue items); the next image set
-for that session reflects them. :class:`SessionStore` is the interface; :class:`MemorySessionStore` keeps
-sessions in this process (bounded, least recently used dropped first) — fine for one worker and tests.
-With several workers, use the event store (``engine.experiments.eventstore``) so every worker sees every event.
+for that session reflects them, whichever worker serves it. :class:`SessionStore` is the interface;
+:class:`MemorySessionStore` keeps sessions in this process (bounded, least recently used dropped first) — fine
+for one worker and tests. With several workers or hosts, :class:`RedisSessionStore` keeps them in Redis, where
+every worker reads what any worker stored; a store that cannot answer raises :class:`SessionStoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import numpy as np
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from features.schema import EVENT_TYPES
 
@@ -28,6 +33,11 @@ class SessionEvent:
     def __post_init__(self) -> None:
         if self.event_type not in EVENT_TYPES:
             raise ValueError(f"event_type must be one of {EVENT_TYPES}; got {self.event_type!r}")
+        if self.timestamp.utcoffset() is None:
+            raise ValueError(
+                f"timestamp {self.timestamp.isoformat()} has no time zone, so its moment is ambiguous; "
+                "give it one (the API reads zoneless times as UTC)"
+            )
 
 
 def with_session(
@@ -51,10 +61,18 @@ def with_session(
     return uniq, np.bincount(inverse.ravel(), weights=strengths, minlength=len(uniq))
 
 
-class SessionStore(Protocol):
-    def add(self, session_id: str, events: list[SessionEvent]) -> int: ...
+class SessionStoreUnavailable(RuntimeError):
+    """The session store did not answer (a shared store that is down or unreachable)."""
 
-    def get(self, session_id: str) -> list[SessionEvent]: ...
+
+class SessionStore(Protocol):
+    def add(self, session_id: str, events: list[SessionEvent]) -> int:
+        """Store ``events`` for ``session_id``; answer the session's event count after them."""
+        ...
+
+    def get(self, session_id: str) -> list[SessionEvent]:
+        """The session's events, oldest first (equal times in arrival order); [] for an unknown session."""
+        ...
 
 
 class MemorySessionStore:
@@ -84,3 +102,127 @@ class MemorySessionStore:
                 return []
             self._data.move_to_end(session_id)
             return list(events)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+# One add, atomic: Redis runs a script to its end before any other command, so concurrent writers in any
+# worker or host never interleave inside an add. KEYS[1]: the session's events, a sorted set scored by event
+# time (µs since the epoch) whose members are an arrival number (16 hex digits, so that equal times sort in
+# arrival order) followed by the event's JSON; KEYS[2]: the session's arrival counter. ARGV: max events,
+# TTL in ms, then a (score, JSON) pair per event. Answers the session's event count.
+_ADD_SCRIPT = """
+local n = (#ARGV - 2) / 2
+if n == 0 then
+  return redis.call('ZCARD', KEYS[1])
+end
+local last = redis.call('INCRBY', KEYS[2], n)
+for j = 1, n do
+  redis.call('ZADD', KEYS[1], ARGV[1 + 2 * j], string.format('%016x', last - n + j) .. ARGV[2 + 2 * j])
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -tonumber(ARGV[1]) - 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
+"""
+_ARRIVAL_DIGITS = 16
+
+
+class RedisSessionStore:
+    """Sessions in Redis, shared by every worker and host; the same answers as :class:`MemorySessionStore`.
+
+    At most ``max_events`` per session (the oldest dropped). A session expires ``ttl_seconds`` after its last
+    event: Redis' expiry bounds the number of sessions, as the in-memory store's LRU bound does. Each session
+    is a sorted set ``<prefix>{<session_id>}:events`` scored by event time, beside its arrival counter
+    ``<prefix>{<session_id>}:seq`` (the braces keep both on one Redis Cluster slot); events are compact JSON,
+    ``{"item_id":…,"event_type":…,"ts_us":…}``. Any Redis failure raises :class:`SessionStoreUnavailable`.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "vitrine:session:",
+        max_events: int = 200,
+        ttl_seconds: int = 86_400,
+    ) -> None:
+        if max_events < 1:
+            raise ValueError(f"max_events must be at least 1; got {max_events}")
+        if ttl_seconds < 1:
+            raise ValueError(f"ttl_seconds must be at least 1; got {ttl_seconds}")
+        self.client = client
+        self.prefix = prefix
+        self.max_events = max_events
+        self.ttl_seconds = ttl_seconds
+        self._add = client.register_script(_ADD_SCRIPT)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        timeout_seconds: float = 0.5,
+        prefix: str = "vitrine:session:",
+        max_events: int = 200,
+        ttl_seconds: int = 86_400,
+    ) -> RedisSessionStore:
+        """A store on the Redis at ``url`` (``redis://host:6379/0``; ``rediss://`` for TLS).
+
+        ``timeout_seconds`` bounds connecting and each command, and a failed command is retried once at once
+        (for a pooled connection that a Redis restart closed), so that a Redis outage costs a request a
+        fraction of a second rather than the client's default retries with back-off. Connects lazily: call
+        :meth:`problem` to know whether Redis answers. ValueError when ``url`` is not a Redis URL.
+        """
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            retry=Retry(NoBackoff(), 1),
+        )
+        return cls(client, prefix=prefix, max_events=max_events, ttl_seconds=ttl_seconds)
+
+    @property
+    def where(self) -> str:
+        """host:port/db of the Redis, for logs (without the URL's credentials)."""
+        kw = self.client.connection_pool.connection_kwargs
+        return f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
+
+    def problem(self) -> str | None:
+        """None when Redis answers a PING, else what went wrong."""
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            return f"Redis at {self.where} does not answer: {exc}"
+        return None
+
+    def _keys(self, session_id: str) -> list[str]:
+        return [f"{self.prefix}{{{session_id}}}:events", f"{self.prefix}{{{session_id}}}:seq"]
+
+    def add(self, session_id: str, events: list[SessionEvent]) -> int:
+        args: list[int | str] = [self.max_events, self.ttl_seconds * 1000]
+        for e in events:
+            ts_us = (e.timestamp - _EPOCH) // _MICROSECOND
+            record = {"item_id": e.item_id, "event_type": e.event_type, "ts_us": ts_us}
+            args += [ts_us, json.dumps(record, separators=(",", ":"), ensure_ascii=False)]
+        try:
+            return int(self._add(keys=self._keys(session_id), args=args))
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable(f"could not store session events in Redis at {self.where}: {exc}") from exc
+
+    def get(self, session_id: str) -> list[SessionEvent]:
+        try:
+            members: list[Any] = list(self.client.zrange(self._keys(session_id)[0], 0, -1))
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable(f"could not read a session from Redis at {self.where}: {exc}") from exc
+        return [_event(m.decode() if isinstance(m, bytes) else m) for m in members]
+
+
+def _event(member: str) -> SessionEvent:
+    """A stored member (arrival number, then the event's JSON) as the event."""
+    record = json.loads(member[_ARRIVAL_DIGITS:])
+    return SessionEvent(
+        item_id=record["item_id"],
+        event_type=record["event_type"],
+        timestamp=_EPOCH + record["ts_us"] * _MICROSECOND,
+    )
