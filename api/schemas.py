@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from features.ids import MAX_ID_LENGTH
+
 
 class NearestItemOut(BaseModel):
     item_id: str
@@ -86,7 +88,7 @@ class ErrorOut(BaseModel):
 
 
 class SessionEventIn(BaseModel):
-    item_id: str = Field(min_length=1, max_length=128)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     event_type: Literal["view", "add_to_cart", "purchase"]
     timestamp: datetime | None = Field(None, description="when it happened, ISO 8601 (default: now; no zone = UTC)")
 

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.ids import MAX_ID_LENGTH
+
 logger = logging.getLogger(__name__)
 
 MAX_EXAMPLES = 20
-ID_MAX_LEN = 128
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +95,7 @@ def _blank(values: pd.Series) -> np.ndarray:
 
 def _bad_id(values: pd.Series) -> np.ndarray:
     s = values.astype("string")
-    too_long_or_control = (s.str.len() > ID_MAX_LEN) | s.str.contains(r"[\x00-\x1f]", regex=True)
+    too_long_or_control = (s.str.len() > MAX_ID_LENGTH) | s.str.contains(r"[\x00-\x1f]", regex=True)
     return _blank(values) | too_long_or_control.to_numpy(dtype=bool, na_value=True)
 
 

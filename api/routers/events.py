@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import get_event_store
 from api.schemas import ErrorOut
-from engine.experiments.eventstore import MAX_ID_LENGTH, BadEvents, EventStore, ingest_events
+from engine.experiments.eventstore import BadEvents, EventStore, ingest_events
+from features.ids import MAX_ID_LENGTH
 
 router = APIRouter(prefix="/v1", tags=["events"])
 

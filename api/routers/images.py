@@ -15,11 +15,12 @@ from engine.experiments import UnknownExperiment
 from engine.experiments.definition import NAME_PATTERN
 from engine.serving.service import Service
 from engine.serving.types import GeneratedImage, NearestItem, PopularSet, UnknownImage
+from features.ids import MAX_ID_LENGTH
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,127}$"
-UserId = Annotated[str, Path(pattern=ID_PATTERN, description="shopper id: 1-128 letters, digits or _.:@-")]
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{{0,{MAX_ID_LENGTH - 1}}}$"
+UserId = Annotated[str, Path(pattern=ID_PATTERN, description=f"shopper id: 1-{MAX_ID_LENGTH} letters, digits or _.:@-")]
 
 
 @router.get(

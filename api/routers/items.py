@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
 from fastapi.responses import FileResponse
 
 from api.deps import get_service
 from api.schemas import ErrorOut, ItemOut
 from engine.serving.service import Service
+from features.ids import MAX_ID_LENGTH
 
 router = APIRouter(prefix="/v1/items", tags=["items"])
 
+ItemId = Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, description="a catalogue item id")]
+
 
 @router.get("/{item_id}", response_model=ItemOut, responses={404: {"model": ErrorOut}})
-def item(item_id: str, request: Request, service: Annotated[Service, Depends(get_service)]) -> ItemOut:
+def item(item_id: ItemId, request: Request, service: Annotated[Service, Depends(get_service)]) -> ItemOut:
     found = service.item(item_id)
     if found is None:
         raise HTTPException(404, f"no item {item_id!r} in the serving catalogue")
@@ -24,7 +27,7 @@ def item(item_id: str, request: Request, service: Annotated[Service, Depends(get
 
 
 @router.get("/{item_id}/image.png", response_class=FileResponse, responses={404: {"model": ErrorOut}})
-def item_image(item_id: str, service: Annotated[Service, Depends(get_service)]) -> FileResponse:
+def item_image(item_id: ItemId, service: Annotated[Service, Depends(get_service)]) -> FileResponse:
     path = service.item_image_path(item_id)
     if path is None:
         raise HTTPException(404, f"no image for item {item_id!r}")

@@ -1,7 +1,7 @@
 """What the event store holds: shopper events and exposures, validated when they are made.
 
 Times are UTC epoch seconds (:func:`to_epoch` converts a datetime); ids are non-empty strings of at most
-:data:`MAX_ID_LENGTH` characters, the width of the id columns in :mod:`engine.experiments.tables`.
+:data:`features.ids.MAX_ID_LENGTH` characters, the width of the id columns in :mod:`engine.experiments.tables`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from features.ids import MAX_ID_LENGTH
+
 #: Event kinds. view / add_to_cart / purchase name a catalogue item; a click names an image (and maybe its item).
 EVENT_KINDS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 ITEM_KINDS: tuple[str, ...] = ("view", "add_to_cart", "purchase")
-MAX_ID_LENGTH = 128
 
 
 def to_epoch(moment: datetime | float | int | None) -> float:

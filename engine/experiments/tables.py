@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from engine.experiments.records import MAX_ID_LENGTH
+from features.ids import MAX_ID_LENGTH
 
 
 @dataclass(frozen=True)
