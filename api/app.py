@@ -20,6 +20,7 @@ from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError
 from engine.serving.config import PersonaliserConfig
 from engine.serving.service import Service, configure_runtime
+from engine.serving.sessions import open_session_store
 from engine.serving.types import NoBundle
 
 logger = logging.getLogger("vitrine.api")
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 cache_size=settings.image_cache_size,
             ),
             events=app.state.events,
+            # in Redis with redis_url (shared by every worker), else in this process; see open_session_store
+            sessions=open_session_store(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
         )
         service.load_current()
         app.state.service = service

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         description="redis://host:6379/0: session events and image latents shared by every worker and host; "
         "unset, they live in this process (one worker)",
     )
+    session_ttl_seconds: int = Field(
+        86_400, ge=60, description="with redis_url: a session expires this long after its last event"
+    )
     database_url: str = Field(
         "sqlite:///data/events.db",
         description="event store: sqlite:///path.db (WAL) or postgresql+psycopg://user@host:5432/db",

@@ -42,3 +42,16 @@ def trained_artifacts(demo_store, tmp_path_factory) -> tuple[Path, str]:
         demo_store, root, load_train_config("tiny", overrides={"seed": 1}), show_progress=False, promote=True
     )
     return root, version
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis, 127.0.0.1:6379 db 0; a test that needs it skips, saying why, when it does not answer.
+    Tests write under key prefixes or session ids of their own and delete them afterwards."""
+    from engine.serving.sessions import RedisSessionStore
+
+    url = "redis://127.0.0.1:6379/0"
+    problem = RedisSessionStore.from_url(url).problem()
+    if problem:
+        pytest.skip(f"{problem} (start redis-server to run the tests that need Redis)")
+    return url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,8 +12,10 @@ from api.deps import get_service
 from api.routers.images import ID_PATTERN
 from api.schemas import ErrorOut, SessionEventsIn, SessionEventsOut
 from engine.serving.service import Service
-from engine.serving.sessions import SessionEvent
+from engine.serving.sessions import SessionEvent, SessionStoreUnavailable
 from engine.serving.types import UnknownItems
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -37,6 +40,13 @@ def post_events(
         total = service.add_session_events(session_id, events)
     except UnknownItems as exc:
         raise HTTPException(422, str(exc)) from exc
+    except SessionStoreUnavailable as exc:
+        logger.error("session %s: events not stored: %s", session_id, exc)
+        raise HTTPException(
+            503,
+            "the session store does not answer, so these events were not stored; retry shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
     return SessionEventsOut(session_id=session_id, accepted=len(events), session_events=total)
 
 

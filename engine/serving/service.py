@@ -41,7 +41,7 @@ from engine.experiments.manager import ExperimentRegistry, UnknownExperiment
 from engine.serving.cache import LruCache
 from engine.serving.config import PersonaliserConfig
 from engine.serving.personaliser import Personaliser
-from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore
+from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
 from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,8 @@ class Service:
         return self.personaliser.render_png(image_id)
 
     def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:
-        """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then)."""
+        """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then), and
+        SessionStoreUnavailable when the session store does not answer."""
         catalogue = self.personaliser.catalogue
         unknown = sorted({e.item_id for e in events if e.item_id not in catalogue.rows})
         if unknown:
@@ -270,13 +271,23 @@ class Service:
             return None
         return ShownSet(images=shown, experiment=exp.name, variant=chosen, exposure_id=exposure_id)
 
+    def _session(self, session_id: str | None) -> list[SessionEvent] | None:
+        """The session's events; None, logged, when the session store does not answer: the set is then
+        served without them, never an error."""
+        if not session_id:
+            return None
+        try:
+            return self.sessions.get(session_id)
+        except SessionStoreUnavailable as exc:
+            logger.error("serving session %s without its events: %s", session_id, exc)
+            return None
+
     def _personalised(self, request: _SetRequest) -> ImageSet:
-        session = self.sessions.get(request.session_id) if request.session_id else None
         return self.personaliser.image_set(
             request.user_id,
             request.n,
             neighbours=request.neighbours,
-            session=session,
+            session=self._session(request.session_id),
             classes=request.classes,
             in_stock_only=request.in_stock_only,
         )

@@ -10,6 +10,7 @@ every worker reads what any worker stored; a store that cannot answer raises :cl
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from features.schema import EVENT_TYPES
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,3 +229,30 @@ def _event(member: str) -> SessionEvent:
         event_type=record["event_type"],
         timestamp=_EPOCH + record["ts_us"] * _MICROSECOND,
     )
+
+
+def open_session_store(redis_url: str | None, *, ttl_seconds: int = 86_400) -> SessionStore:
+    """The session store a server process uses: in this process without ``redis_url``, else in Redis.
+
+    A URL that is not a Redis URL is a ValueError: a misconfiguration that can never work stops the start-up.
+    A Redis that does not answer now is logged as an error and kept, not replaced by an in-process store: the
+    image sets are served without session events (and session posts refused) until it answers, with no
+    restart. Falling back to memory would silently split every session between the workers again, and a
+    server that refused to start would take the image sets down with Redis.
+    """
+    if not redis_url:
+        return MemorySessionStore()
+    try:
+        store = RedisSessionStore.from_url(redis_url, ttl_seconds=ttl_seconds)
+    except ValueError as exc:  # redis-py names the schemes it takes; the URL itself may hold a password
+        raise ValueError(f"redis_url is not a Redis URL ({exc}); fix it, or unset it for one worker") from exc
+    problem = store.problem()
+    if problem:
+        logger.error("session store: %s; image sets are served without session events until it answers", problem)
+    else:
+        logger.info(
+            "session events are kept in Redis at %s (a session expires %d s after its last event)",
+            store.where,
+            ttl_seconds,
+        )
+    return store

@@ -1,10 +1,9 @@
 """Session stores against the contract in :mod:`tests.engine.session_store_contract`: the in-process one, and
-the Redis one on 127.0.0.1:6379 (skipped, saying why, when that Redis does not answer)."""
+the Redis one on the test Redis (the ``redis_url`` fixture: skipped, saying why, when it does not answer)."""
 
 import time
 import uuid
 from datetime import datetime
-from functools import cache
 
 import pytest
 import redis
@@ -16,8 +15,6 @@ from engine.serving.sessions import (
     SessionStoreUnavailable,
 )
 from tests.engine.session_store_contract import SessionStoreContract, event, items
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class TestMemorySessionStore(SessionStoreContract):
@@ -34,23 +31,15 @@ class TestMemorySessionStore(SessionStoreContract):
         assert items(store.get("a")) == ["x"] and items(store.get("c")) == ["z"]
 
 
-@cache
-def redis_problem() -> str | None:
-    """None when the test Redis answers, else why the Redis tests skip."""
-    problem = RedisSessionStore.from_url(REDIS_URL).problem()
-    return f"{problem} (start redis-server to run the Redis session-store tests)" if problem else None
-
-
 @pytest.mark.redis
 class TestRedisSessionStore(SessionStoreContract):
     """Each test writes under a key prefix of its own and deletes it afterwards."""
 
     @pytest.fixture(autouse=True)
-    def _own_prefix(self):
-        if redis_problem():
-            pytest.skip(redis_problem())
+    def _own_prefix(self, redis_url):
+        self.url = redis_url
         self.prefix = f"vitrine-test:{uuid.uuid4().hex[:12]}:"
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(redis_url)
         yield
         keys = list(client.scan_iter(match=f"{self.prefix}*"))
         if keys:
@@ -58,7 +47,7 @@ class TestRedisSessionStore(SessionStoreContract):
         client.close()
 
     def make(self, *, max_events: int = 200, ttl_seconds: int = 86_400) -> RedisSessionStore:
-        return RedisSessionStore.from_url(REDIS_URL, prefix=self.prefix, max_events=max_events, ttl_seconds=ttl_seconds)
+        return RedisSessionStore.from_url(self.url, prefix=self.prefix, max_events=max_events, ttl_seconds=ttl_seconds)
 
     def test_a_session_written_by_one_worker_is_read_by_another(self):
         one, other = self.make(), self.make()  # two clients, as two processes would have
