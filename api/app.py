@@ -19,6 +19,7 @@ from api.routers import admin, demo, events, experiments, health, images, items,
 from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError
 from engine.serving.config import PersonaliserConfig
+from engine.serving.latents import open_latent_store
 from engine.serving.service import Service, configure_runtime
 from engine.serving.sessions import open_session_store
 from engine.serving.types import NoBundle
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             events=app.state.events,
             # in Redis with redis_url (shared by every worker), else in this process; see open_session_store
             sessions=open_session_store(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
+            # optimised images' latent codes: in Redis with redis_url, else in this process; see open_latent_store
+            latents=open_latent_store(settings.redis_url, ttl_seconds=settings.image_ttl_seconds),
+            image_key=settings.image_key.get_secret_value().encode() if settings.image_key else None,
         )
         service.load_current()
         app.state.service = service

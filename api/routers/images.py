@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated
 
@@ -13,9 +14,12 @@ from api.schemas import ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut
 from api.settings import Settings, get_settings
 from engine.experiments import UnknownExperiment
 from engine.experiments.definition import NAME_PATTERN
+from engine.serving.latents import LatentStoreUnavailable
 from engine.serving.service import Service
 from engine.serving.types import GeneratedImage, NearestItem, PopularSet, UnknownImage
 from features.ids import MAX_ID_LENGTH
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
@@ -161,12 +165,18 @@ def _nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
 @router.get(
     "/images/{image_id}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}},
-    summary="A generated image (regenerated from its id when not cached)",
+    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    summary="A generated image, by the signed id an image set gave (regenerated when not cached); 404 for an id "
+    "this service did not issue or that expired",
 )
 def image_png(image_id: str, service: Annotated[Service, Depends(get_service)]) -> Response:
     try:
         png = service.render_png(image_id)
     except UnknownImage as exc:
         raise HTTPException(404, str(exc)) from exc
+    except LatentStoreUnavailable as exc:
+        logger.error("image %s not rendered: %s", image_id, exc)
+        raise HTTPException(
+            503, "the store of image latent codes does not answer; retry shortly", headers={"Retry-After": "5"}
+        ) from exc
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=86400, immutable"})

@@ -172,7 +172,7 @@ def hidden_taste_match(
 
 def _png_pixels(personaliser: Personaliser, image_id: str) -> np.ndarray:
     """(1, C, H, W) float image in [-1, 1] of an image id, regenerated exactly as served."""
-    codes, seed, z = personaliser.ids.decode(image_id)
+    codes, seed, z = personaliser.image_inputs(image_id)
     latent = None if z is None else torch.from_numpy(z)[None]
     return personaliser.generator.generate(codes[None], [seed], latent).numpy()
 

@@ -1,24 +1,53 @@
-"""Image ids: everything a worker needs to regenerate a generated image, and the seeds behind them.
+"""Image ids: short, signed references to generated images, and the seeds behind them.
 
-An id is ``<bundle>_<codes>_<seed>`` (condition codes joined by dots, the noise seed in hex), plus ``_<z>`` for
-a latent code optimised for a shopper (float16, base64url), so any worker holding the same bundle renders the
-same pixels.
+An id names what a worker needs to regenerate an image, and is signed so that only the server can make one:
+
+    <bundle>.<condition>.<seed>[.<latent>].<tag>
+
+- ``bundle``: 8 base64url characters of a digest of the bundle version; an id from another bundle is refused;
+- ``condition``: the row of the bundle's condition table (``ConditionModel.codes``), in decimal;
+- ``seed``: the noise seed, 16 hex digits;
+- ``latent``: only for an image tuned to a shopper, the key (16 base64url characters, a digest of the bundle
+  and of z) under which its optimised latent code z is kept on the server (``latents.LatentStore``);
+- ``tag``: HMAC-SHA256 of the rest under the server's image key, truncated to 128 bits (22 base64url).
+
+The fields have fixed widths, whatever the bundle's version, z size or number of attributes, so an id is at most
+85 characters and fits every layer that takes an id (``features.ids.MAX_ID_LENGTH``). The key comes from the
+``VITRINE_IMAGE_KEY`` setting or, unset, from a key file created once in the artifacts root
+(:func:`load_or_create_key`), so every worker on the host and every restart share it.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import logging
+import os
 import re
-from collections.abc import Sequence
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from engine.serving.latents import latent_bytes
 from engine.serving.types import UnknownImage
+from features.ids import MAX_ID_LENGTH
 
+logger = logging.getLogger(__name__)
+
+KEY_FILE = ".image-key"
+MIN_KEY_BYTES = 16
+_TAG_BYTES = 16
+_DIGEST_BYTES = 6  # the bundle field: 48 bits, 8 base64url characters
+_LATENT_BYTES = 12  # the latent key: 96 bits, 16 base64url characters
+_B64 = r"[A-Za-z0-9_-]"
 IMAGE_ID_RE = re.compile(
-    r"^(?P<version>\d{8}T\d{6}Z-[0-9a-f]{6})_(?P<codes>\d+(?:\.\d+)*)_(?P<seed>[0-9a-f]{16})(?:_(?P<z>[A-Za-z0-9_-]+))?$"
+    rf"^(?P<bundle>{_B64}{{8}})\.(?P<condition>\d+)\.(?P<seed>[0-9a-f]{{16}})"
+    rf"(?:\.(?P<latent>{_B64}{{16}}))?\.(?P<tag>{_B64}{{22}})$"
 )
+_INVALID = "; request a new image set"
 
 
 def stable_seed(*parts: object) -> int:
@@ -27,50 +56,106 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest, "big") & ((1 << 63) - 1)
 
 
-class ImageIdCodec:
-    """Writes and reads the image ids of one bundle (its version, condition cardinalities and z size)."""
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def __init__(self, version: str, cardinalities: Sequence[int], z_dim: int) -> None:
-        self.version = version
-        self.cardinalities = np.asarray(cardinalities, dtype=np.int64)
-        self.z_dim = z_dim
 
-    def encode(self, codes: np.ndarray, seed: int, z: np.ndarray | None = None) -> str:
-        """``<bundle>_<codes>_<seed>``, plus ``_<z>`` (float16, base64url) for an optimised latent code."""
-        base = f"{self.version}_{'.'.join(str(int(c)) for c in codes)}_{seed:016x}"
-        if z is None:
-            return base
-        raw = np.asarray(z, dtype="<f2").tobytes()
-        return f"{base}_{base64.urlsafe_b64encode(raw).decode().rstrip('=')}"
+def load_or_create_key(root: Path) -> bytes:
+    """The image key kept in ``<root>/.image-key``, created once (32 random bytes, hex, mode 0600).
 
-    def decode(self, image_id: str) -> tuple[np.ndarray, int, np.ndarray | None]:
-        """(condition codes, noise seed, optimised latent code or None); UnknownImage says what is wrong."""
-        m = IMAGE_ID_RE.match(image_id)
-        if not m:
-            raise UnknownImage(f"{image_id!r} is not an image id of the form <bundle>_<codes>_<seed>")
-        if m["version"] != self.version:
-            raise UnknownImage(
-                f"image {image_id} was made by bundle {m['version']}, which no longer serves "
-                f"(now {self.version}); request a new image set"
-            )
-        codes = np.array([int(c) for c in m["codes"].split(".")], dtype=np.int64)
-        card = self.cardinalities
-        if len(codes) != len(card) or (codes < 0).any() or (codes >= card).any():
-            raise UnknownImage(f"image {image_id} names a condition this bundle does not have")
-        return codes, int(m["seed"], 16), self._latent(image_id, m["z"])
-
-    def _latent(self, image_id: str, text: str | None) -> np.ndarray | None:
-        if text is None:
-            return None
+    Every worker on the host reads the same file, and a restart keeps the ids it issued valid. Creation is
+    atomic (the key is written to a private temporary file, then linked into place unless another worker got
+    there first), so concurrent workers agree on one key. Several hosts need the same key: set
+    ``VITRINE_IMAGE_KEY`` on each instead. ValueError says what to do when the file cannot be used.
+    """
+    root = Path(root)
+    path = root / KEY_FILE
+    if not path.exists():
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except ValueError as exc:
-            raise UnknownImage(f"image {image_id}: the latent code is not base64url") from exc
-        if len(raw) != 2 * self.z_dim:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = root / f"{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(tmp, path)
+                logger.info("created the image-id key file %s", path)
+            except FileExistsError:
+                pass  # another worker created it first: use theirs
+            finally:
+                tmp.unlink()
+        except OSError as exc:
+            raise ValueError(
+                f"cannot create the image-id key file {path} ({exc}); make {root} writable, or set "
+                f"VITRINE_IMAGE_KEY to a secret of at least {MIN_KEY_BYTES} characters"
+            ) from exc
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"cannot read the image-id key file {path} ({exc}); delete it to make a new one (ids issued "
+            "before then stop rendering), or set VITRINE_IMAGE_KEY"
+        ) from exc
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"the image-id key file {path} holds {len(key)} bytes, fewer than {MIN_KEY_BYTES}; delete it")
+    return key
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageRef:
+    """What an image id names: the condition (its row and codes), the noise seed, and the latent key if any."""
+
+    condition: int
+    codes: np.ndarray  # (n_attributes,)
+    seed: int
+    latent: str | None = None
+
+
+class ImageIdCodec:
+    """Writes and verifies the signed image ids of one bundle (its version and condition table)."""
+
+    def __init__(self, version: str, conditions: np.ndarray, key: bytes) -> None:
+        """``conditions``: (n_conditions, n_attributes) the bundle's distinct conditions; ``key``: the secret."""
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"the image key must be at least {MIN_KEY_BYTES} bytes; got {len(key)}")
+        self.version = version
+        self.conditions = np.asarray(conditions, dtype=np.int64)
+        self._key = key
+        self._bundle = _b64(hashlib.blake2b(version.encode(), digest_size=_DIGEST_BYTES).digest())
+
+    def _tag(self, payload: str) -> str:
+        mac = hmac.new(self._key, b"vitrine image id\0" + payload.encode(), hashlib.sha256)
+        return _b64(mac.digest()[:_TAG_BYTES])
+
+    def latent_key(self, z: np.ndarray) -> str:
+        """The store key of an optimised latent code z (z_dim,): a digest of this bundle and z (as stored)."""
+        h = hashlib.blake2b(self.version.encode() + b"\0", digest_size=_LATENT_BYTES)
+        h.update(latent_bytes(z))
+        return _b64(h.digest())
+
+    def encode(self, condition: int, seed: int, latent: str | None = None) -> str:
+        """The id of G(z, c) for condition row ``condition`` and noise ``seed`` (z stored under ``latent``)."""
+        if not 0 <= condition < len(self.conditions) or not 0 <= seed < 1 << 64:
+            raise ValueError(f"no image id for condition row {condition} and seed {seed} in this bundle")
+        payload = f"{self._bundle}.{int(condition)}.{seed:016x}" + (f".{latent}" if latent is not None else "")
+        return f"{payload}.{self._tag(payload)}"
+
+    def decode(self, image_id: str) -> ImageRef:
+        """What a valid id of this bundle names; UnknownImage, saying what to do, for any other string."""
+        m = IMAGE_ID_RE.match(image_id) if len(image_id) <= MAX_ID_LENGTH else None
+        if m is None:
+            raise UnknownImage(f"{image_id[:MAX_ID_LENGTH]!r} is not an image id this service issued{_INVALID}")
+        payload = image_id[: m.start("tag") - 1]
+        if not hmac.compare_digest(self._tag(payload), m["tag"]):
             raise UnknownImage(
-                f"image {image_id}: the latent code has {len(raw) // 2} values; this bundle needs {self.z_dim}"
+                f"image {image_id} does not carry this service's signature (it was changed, or made by another "
+                f"deployment){_INVALID}"
             )
-        z = np.frombuffer(raw, dtype="<f2").astype(np.float32)
-        if not np.isfinite(z).all():
-            raise UnknownImage(f"image {image_id}: the latent code is not finite")
-        return z
+        if m["bundle"] != self._bundle:
+            raise UnknownImage(
+                f"image {image_id} was made by another bundle, which no longer serves (now {self.version})" + _INVALID
+            )
+        row = int(m["condition"])  # a Python int: an absurd number is out of range, never an overflow
+        if row >= len(self.conditions):
+            raise UnknownImage(f"image {image_id} names a condition this bundle does not have{_INVALID}")
+        return ImageRef(condition=row, codes=self.conditions[row], seed=int(m["seed"], 16), latent=m["latent"])

@@ -16,7 +16,8 @@ With a visual encoder in the bundle and a shopper vector, steps 2–4 become:
     ``optimise_pool`` optimises every candidate first;
 3''. preference maximisation (``preference.PreferenceOptimiser``): a few Adam steps on the latent codes,
     raising the shopper's visual preference while the discriminator keeps the images realistic. The optimised
-    z is stored in the image id (``image_ids``), so any worker can regenerate the exact image;
+    z goes to the latent store (``latents``) under a digest that the signed image id carries (``image_ids``),
+    so any worker that shares the store can regenerate the exact image;
 4'. grounding re-ranked by the shopper's score, each item once per set.
 Sets are cached per (shopper, session state, n, neighbours, filters) for the life of the bundle.
 """
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
+import secrets
 
 import numpy as np
 import torch
@@ -36,6 +39,13 @@ from engine.serving.conditions import ConditionModel, ShopperVectors
 from engine.serving.config import PersonaliserConfig
 from engine.serving.grounding import Grounder
 from engine.serving.image_ids import ImageIdCodec, stable_seed
+from engine.serving.latents import (
+    LatentStore,
+    LatentStoreUnavailable,
+    MemoryLatentStore,
+    latent_bytes,
+    latent_from_bytes,
+)
 from engine.serving.preference import (
     ImageGenerator,
     PreferenceOptimiser,
@@ -44,9 +54,10 @@ from engine.serving.preference import (
     select_diverse,
 )
 from engine.serving.sessions import SessionEvent
-from engine.serving.types import Explanation, GeneratedImage, ImageSet, NearestItem
+from engine.serving.types import Explanation, GeneratedImage, ImageSet, NearestItem, UnknownImage
 from models.pixels import to_png, to_uint8
 
+logger = logging.getLogger(__name__)
 #: Images G(z, c), their raw classifier features and those features at unit length (``ImageGenerator.render``).
 Rendered = tuple[torch.Tensor, torch.Tensor, np.ndarray]
 
@@ -60,9 +71,21 @@ def session_key(session: list[SessionEvent] | None) -> str:
 
 
 class Personaliser:
-    """One bundle's image sets and images, composed of its parts (each a public attribute)."""
+    """One bundle's image sets and images, composed of its parts (each a public attribute).
 
-    def __init__(self, bundle: Bundle, config: PersonaliserConfig | None = None) -> None:
+    ``key`` signs the image ids (default: a random key, so ids are valid for this Personaliser only);
+    ``latents`` keeps the optimised latent codes their ids refer to (default: in this process). Workers that
+    must render each other's ids share both (``Service`` passes them).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        config: PersonaliserConfig | None = None,
+        *,
+        key: bytes | None = None,
+        latents: LatentStore | None = None,
+    ) -> None:
         self.bundle = bundle
         self.config = config or PersonaliserConfig()
         self.catalogue = Catalogue(bundle)
@@ -71,9 +94,11 @@ class Personaliser:
         self.generator = ImageGenerator(bundle)
         self.preference = PreferenceOptimiser(bundle, self.config)
         self.grounding = Grounder(bundle, self.catalogue, self.config)
-        self.ids = ImageIdCodec(bundle.version, bundle.encoder.cardinalities, self.generator.z_dim)
+        self.ids = ImageIdCodec(bundle.version, self.conditions.codes, key or secrets.token_bytes(32))
+        self.latents: LatentStore = latents if latents is not None else MemoryLatentStore()
         self._pngs: LruCache[bytes] = LruCache(self.config.cache_size)
-        self._sets: LruCache[ImageSet] = LruCache(self.config.set_cache_size)
+        # each set with the latent codes its ids refer to, written again whenever the set is served
+        self._sets: LruCache[tuple[ImageSet, dict[str, bytes]]] = LruCache(self.config.set_cache_size)
 
     @property
     def version(self) -> str:
@@ -117,7 +142,8 @@ class Personaliser:
         key = (user_id, session_key(session), n, neighbours, allowed, in_stock_only, optimise)
         hit = self._sets.get(key)
         if hit is not None:
-            return dataclasses.replace(hit, cached=True)
+            self._keep_latents(hit[1])
+            return dataclasses.replace(hit[0], cached=True)
         vector, strategy = self._shopper(user_id, session)
         p = self.conditions.restrict(self.conditions.distribution(vector), allowed)
         support = self.conditions.support(vector)
@@ -151,9 +177,13 @@ class Personaliser:
             conditions=codes if cfg.condition_grounding else None,
         )
         pixels = to_uint8(images)
+        # the optimised codes are kept server-side, under keys that their ids carry
+        latents = {self.ids.latent_key(zi): latent_bytes(zi) for zi in z.numpy()} if use_opt else {}
+        latent_keys: list[str | None] = [self.ids.latent_key(zi) for zi in z.numpy()] if use_opt else [None] * n
+        self._keep_latents(latents)
         out = []
         for slot in range(n):
-            image_id = self.ids.encode(codes[slot], seeds[slot], z[slot].numpy() if use_opt else None)
+            image_id = self.ids.encode(int(chosen[slot]), seeds[slot], latent_keys[slot])
             self._pngs.put(image_id, to_png(pixels[slot]))
             condition = self.bundle.encoder.decode(codes[slot])
             prob, support_c = float(p[chosen[slot]]), int(support[chosen[slot]])
@@ -185,8 +215,16 @@ class Personaliser:
             images=out,
             min_pairwise_distance=None if np.isnan(min_dist) else min_dist,
         )
-        self._sets.put(key, result)
+        self._sets.put(key, (result, latents))
         return result
+
+    def _keep_latents(self, latents: dict[str, bytes]) -> None:
+        """Write a set's latent codes to the store. A store that fails is logged, not fatal: the set is still
+        shown, and this worker renders its images from the PNG cache while they are there."""
+        try:
+            self.latents.put_many(latents)
+        except LatentStoreUnavailable as exc:
+            logger.error("image set served without storing its latent codes: %s", exc)
 
     def _choose_and_optimise(
         self,
@@ -245,12 +283,28 @@ class Personaliser:
             )
         return why
 
+    def image_inputs(self, image_id: str) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """(condition codes (n_attributes,), noise seed, optimised latent code (z_dim,) or None) of an image id:
+        what the generator needs to make its image again.
+
+        UnknownImage, saying what to do, when the id is not one this bundle issued, or when its latent code is
+        no longer in the store (evicted or expired, or kept by another worker without a shared store).
+        LatentStoreUnavailable when a shared store does not answer."""
+        ref = self.ids.decode(image_id)
+        if ref.latent is None:
+            return ref.codes, ref.seed, None
+        raw = self.latents.get(ref.latent)
+        z = None if raw is None else latent_from_bytes(raw, self.generator.z_dim)
+        if z is None or self.ids.latent_key(z) != ref.latent:
+            raise UnknownImage(f"image {image_id} has expired; request a new image set")
+        return ref.codes, ref.seed, z
+
     def render_png(self, image_id: str) -> bytes:
-        """The PNG of an image id (from the cache, or regenerated: the id holds everything needed)."""
+        """The PNG of an image id: from the cache, or regenerated from the id (and its stored latent code)."""
         cached = self._pngs.get(image_id)
         if cached is not None:
             return cached
-        codes, seed, z = self.ids.decode(image_id)
+        codes, seed, z = self.image_inputs(image_id)
         latent = None if z is None else torch.from_numpy(z)[None]
         png = to_png(to_uint8(self.generator.generate(codes[None, :], [seed], latent))[0])
         self._pngs.put(image_id, png)

@@ -40,6 +40,8 @@ from engine.experiments.eventstore import EventStore, to_epoch
 from engine.experiments.manager import ExperimentRegistry, UnknownExperiment
 from engine.serving.cache import LruCache
 from engine.serving.config import PersonaliserConfig
+from engine.serving.image_ids import load_or_create_key
+from engine.serving.latents import LatentStore, MemoryLatentStore
 from engine.serving.personaliser import Personaliser
 from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
 from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
@@ -75,11 +77,17 @@ class Service:
         sessions: SessionStore | None = None,
         watch_seconds: float | None = 5.0,
         popular_cache_size: int = 64,
+        latents: LatentStore | None = None,
+        image_key: bytes | None = None,
     ) -> None:
+        """``latents`` keeps the optimised latent codes of image ids (default: in this process); ``image_key``
+        signs image ids (default: the key file in the artifacts root, ``image_ids.load_or_create_key``)."""
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
         self.events = events  # None: experiments are off and every shopper gets the Personaliser's set
         self.sessions = sessions or MemorySessionStore()
+        self.latents = latents if latents is not None else MemoryLatentStore()
+        self._image_key = image_key or load_or_create_key(self.registry.root)
         self.watch_seconds = watch_seconds
         self.last_error: str | None = None
         self._personaliser: Personaliser | None = None
@@ -126,7 +134,8 @@ class Service:
         with self._lock:  # one reload at a time; readers never take this lock
             if self._personaliser is not None and self._personaliser.version == version:
                 return version
-            personaliser = Personaliser(load_bundle(self.registry.path(version)), self.config)
+            bundle = load_bundle(self.registry.path(version))
+            personaliser = Personaliser(bundle, self.config, key=self._image_key, latents=self.latents)
             self._personaliser = personaliser  # a single reference swap: atomic for readers
             self.last_error = None
         logger.info("serving bundle %s", version)
@@ -167,7 +176,8 @@ class Service:
         return self.personaliser.catalogue.known_users(k)
 
     def render_png(self, image_id: str) -> bytes:
-        """A generated image's PNG; UnknownImage when this bundle cannot render the id."""
+        """A generated image's PNG; UnknownImage when this bundle cannot render the id (not one it issued, or
+        expired); LatentStoreUnavailable when the shared latent store does not answer."""
         return self.personaliser.render_png(image_id)
 
     def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:

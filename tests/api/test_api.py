@@ -8,6 +8,7 @@ from PIL import Image
 
 from api.app import create_app
 from api.settings import Settings
+from engine.serving.image_ids import ImageIdCodec, load_or_create_key
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +82,28 @@ def test_same_request_gives_the_same_images(client, trained_artifacts):
 
 
 def test_generated_png_opens_and_regenerates_identically_without_the_cache(client, trained_artifacts):
-    user = known_user(trained_artifacts)
-    image_id = client.get(f"/v1/users/{user}/image-set?n=1").json()["images"][0]["image_id"]
+    # a cold-start image is seeded, not optimised: its id alone regenerates it
+    image_id = client.get("/v1/users/never-seen-7/image-set?n=1").json()["images"][0]["image_id"]
     r = client.get(f"/v1/images/{image_id}.png")
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == (64, 64)
-    # a second app (a fresh process would be the same) has an empty cache and must render the same pixels
+    # a second app (a fresh process would be the same) has an empty cache and must render the same pixels;
+    # it shares the key file in the artifacts root, so it accepts the first one's ids
     root, _ = trained_artifacts
     with TestClient(create_app(Settings(artifacts=root))) as fresh:
         assert fresh.get(f"/v1/images/{image_id}.png").content == r.content
+
+
+def test_an_optimised_image_another_process_does_not_hold_has_expired(client, trained_artifacts):
+    user = known_user(trained_artifacts)
+    image = client.get(f"/v1/users/{user}/image-set?n=1").json()["images"][0]
+    assert image["explanation"]["optimised"]
+    assert client.get(f"/v1/images/{image['image_id']}.png").status_code == 200
+    # without a shared store (VITRINE_REDIS_URL) its latent code lives in the first app's process only
+    root, _ = trained_artifacts
+    with TestClient(create_app(Settings(artifacts=root))) as fresh:
+        r = fresh.get(f"/v1/images/{image['image_id']}.png")
+    assert r.status_code == 404 and r.json()["detail"].endswith("has expired; request a new image set")
 
 
 def test_unknown_user_gets_the_cold_start_set(client):
@@ -118,12 +132,15 @@ def test_bad_parameters_are_422_naming_the_field(client, path, field):
 
 
 def test_unknown_or_malformed_image_ids_are_404(client, trained_artifacts):
-    assert client.get("/v1/images/not-an-id.png").status_code == 404
-    other = "20000101T000000Z-abcdef_0.0.0_0000000000000001"
-    r = client.get(f"/v1/images/{other}.png")
-    assert r.status_code == 404 and "no longer serves" in r.json()["detail"]
     version = trained_artifacts[1]
-    assert client.get(f"/v1/images/{version}_999.0.0_0000000000000001.png").status_code == 404
+    for bad in ("not-an-id", "20000101T000000Z-abcdef_0.0.0_0000000000000001", f"{version}_999.0.0_0000000000000001"):
+        r = client.get(f"/v1/images/{bad}.png")
+        assert r.status_code == 404 and "request a new image set" in r.json()["detail"]
+    # an id of another bundle, signed with this service's key, is refused as from a bundle no longer serving
+    conditions = client.app.state.service.personaliser.conditions.codes
+    other = ImageIdCodec("20000101T000000Z-abcdef", conditions, load_or_create_key(trained_artifacts[0]))
+    r = client.get(f"/v1/images/{other.encode(0, 1)}.png")
+    assert r.status_code == 404 and "no longer serves" in r.json()["detail"]
 
 
 def test_items_metadata_and_photo(client, trained_artifacts):

@@ -4,16 +4,18 @@ import numpy as np
 import pytest
 
 from engine.artifacts.bundle import load_bundle
-from engine.serving.image_ids import stable_seed
+from engine.serving.image_ids import ImageIdCodec, stable_seed
 from engine.serving.personaliser import Personaliser
 from engine.serving.preference import mmr_relevance
 from engine.serving.types import UnknownImage
+
+KEY = b"test-image-key-0123456789"
 
 
 @pytest.fixture(scope="module")
 def personaliser(trained_artifacts):
     root, version = trained_artifacts
-    return Personaliser(load_bundle(root / version))
+    return Personaliser(load_bundle(root / version), key=KEY)
 
 
 def test_condition_choice_is_distinct_while_support_allows_and_follows_p(personaliser):
@@ -78,8 +80,9 @@ def test_nearest_items_of_a_catalogue_photo_start_with_itself(personaliser):
 
 
 def test_render_refuses_ids_of_other_bundles(personaliser):
-    with pytest.raises(UnknownImage, match="no longer serves"):
-        personaliser.render_png("20000101T000000Z-abcdef_0.0.0_0000000000000001")
+    other = ImageIdCodec("20000101T000000Z-abcdef", personaliser.conditions.codes, KEY)  # same key, old bundle
+    with pytest.raises(UnknownImage, match=r"no longer serves.*request a new image set"):
+        personaliser.render_png(other.encode(0, 1))
 
 
 def test_distinct_picks_give_each_item_once_to_the_image_it_resembles_most():

@@ -9,9 +9,11 @@ import torch
 
 from engine.artifacts.bundle import load_bundle
 from engine.serving.config import PersonaliserConfig
+from engine.serving.latents import MemoryLatentStore
 from engine.serving.personaliser import Personaliser
 from engine.serving.preference import select_diverse
 from engine.serving.sessions import SessionEvent
+from engine.serving.types import UnknownImage
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +44,36 @@ def test_optimising_the_latent_code_raises_the_shoppers_preference_score(persona
     assert len(users) == 4
 
 
-def test_optimised_images_regenerate_identically_from_their_id_alone(personaliser, trained_artifacts):
+def test_optimised_images_regenerate_identically_from_their_id_and_the_shared_latent_store(trained_artifacts):
+    root, version = trained_artifacts
+    key, latents = b"test-image-key-0123456789", MemoryLatentStore()
+    personaliser = Personaliser(load_bundle(root / version), key=key, latents=latents)
     user = personaliser.bundle.embeddings.user_ids[3]
     result = personaliser.image_set(user, 3)
     assert all(img.explanation.optimised for img in result.images)
-    root, version = trained_artifacts
-    fresh = Personaliser(load_bundle(root / version))  # an empty image cache: must regenerate
+    assert len(latents) == 3  # one optimised latent code per image, kept server-side
+    # another worker: an empty image cache, the same key and store: it must regenerate the same pixels
+    fresh = Personaliser(load_bundle(root / version), key=key, latents=latents)
     for img in result.images:
-        assert fresh.ids.decode(img.image_id)[2] is not None
+        assert fresh.ids.decode(img.image_id).latent is not None
         assert fresh.render_png(img.image_id) == personaliser.render_png(img.image_id)
+    # a worker without the codes (no shared store) says the image expired, and what to do
+    alone = Personaliser(load_bundle(root / version), key=key)
+    with pytest.raises(UnknownImage, match="expired; request a new image set"):
+        alone.render_png(result.images[0].image_id)
+
+
+def test_a_set_served_from_the_cache_writes_its_latent_codes_again(trained_artifacts):
+    root, version = trained_artifacts
+    latents = MemoryLatentStore(max_entries=4)
+    personaliser = Personaliser(load_bundle(root / version), latents=latents)
+    users = personaliser.bundle.embeddings.user_ids
+    first = personaliser.image_set(users[8], 4)
+    personaliser.image_set(users[9], 4)  # evicts the first set's codes from a store of 4
+    assert all(latents.get(personaliser.ids.decode(i.image_id).latent or "") is None for i in first.images)
+    again = personaliser.image_set(users[8], 4)
+    assert again.cached
+    assert all(latents.get(personaliser.ids.decode(i.image_id).latent or "") for i in again.images)
 
 
 def test_mmr_keeps_the_minimum_distance_while_the_pool_allows_it():
@@ -89,7 +112,7 @@ def test_the_class_filter_holds_for_generated_and_grounded_items(personaliser):
 def test_without_optimisation_the_set_is_the_conditioned_one(personaliser):
     user = personaliser.bundle.embeddings.user_ids[7]
     plain = personaliser.image_set(user, 4, optimise=False)
-    assert all(personaliser.ids.decode(i.image_id)[2] is None for i in plain.images)
+    assert all(personaliser.ids.decode(i.image_id).latent is None for i in plain.images)
     assert all(not i.explanation.optimised for i in plain.images)
 
 
@@ -101,4 +124,4 @@ def test_a_bundle_without_a_visual_encoder_still_loads_and_serves(trained_artifa
     p = Personaliser(load_bundle(old), PersonaliserConfig())
     assert p.preference.visual is None and not p.preference.available
     result = p.image_set(str(p.bundle.embeddings.user_ids[0]), 3)
-    assert len(result.images) == 3 and all(p.ids.decode(i.image_id)[2] is None for i in result.images)
+    assert len(result.images) == 3 and all(p.ids.decode(i.image_id).latent is None for i in result.images)

@@ -1,0 +1,142 @@
+"""Image ids over HTTP: every id the API issues is accepted by every endpoint that takes one, and a client cannot
+mint one (unsigned, altered or absurd ids are 404 saying what to do, never 5xx)."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import Settings
+from engine.serving.image_ids import ImageIdCodec, load_or_create_key
+from features.ids import MAX_ID_LENGTH
+from tests.api.experiment_fixture import ADMIN, EXPERIMENT, TOKEN
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DURING = "2024-05-03T12:00:00Z"
+
+
+def known_users(trained_artifacts, k: int) -> list[str]:
+    root, version = trained_artifacts
+    with np.load(root / version / "embeddings" / "factors.npz") as f:
+        return [str(u) for u in f["user_ids"][:k]]
+
+
+@pytest.fixture
+def client(trained_artifacts, tmp_path):
+    root, _ = trained_artifacts
+    settings = Settings(
+        artifacts=root, admin_token=TOKEN, database_url=f"sqlite:///{tmp_path}/events.db", client_clock=True
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        yield c
+
+
+def treatment_set(client, trained_artifacts) -> dict:
+    """The set of the first shopper in the experiment's personalised arm."""
+    assert client.post("/v1/admin/experiments", json=EXPERIMENT, headers=ADMIN).status_code == 201
+    for user in known_users(trained_artifacts, 40):
+        body = client.get(f"/v1/users/{user}/image-set", params={"n": 8, "at": DURING}).json()
+        if body["variant"] == "treatment":
+            return body
+    raise AssertionError("no shopper of the first 40 is in the treatment arm")
+
+
+def test_a_generated_id_is_accepted_as_a_click_and_renders(client, trained_artifacts):
+    body = treatment_set(client, trained_artifacts)
+    assert body["strategy"] == "personalised"
+    images = body["images"]
+    assert all(img["explanation"]["optimised"] for img in images)
+    assert max(len(img["image_id"]) for img in images) <= MAX_ID_LENGTH
+    image = images[0]
+    click = {
+        "client_event_id": uuid.uuid4().hex,
+        "kind": "click",
+        "ts": DURING,
+        "user_id": body["user_id"],
+        "image_id": image["image_id"],
+        "item_id": image["nearest_items"][0]["item_id"],
+    }
+    r = client.post("/v1/events", json={"events": [click]})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"] == [{"client_event_id": click["client_event_id"], "status": "stored"}]
+    report = client.get(f"/v1/experiments/{EXPERIMENT['name']}/report", params={"as_of": DURING}).json()
+    assert next(v for v in report["variants"] if v["name"] == "treatment")["clicks"] == 1
+    png = client.get(f"/v1/images/{image['image_id']}.png")
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+
+
+def test_ids_a_client_made_are_404_and_say_what_to_do(client, trained_artifacts):
+    user = known_users(trained_artifacts, 1)[0]
+    image_id = client.get(f"/v1/users/{user}/image-set", params={"n": 1}).json()["images"][0]["image_id"]
+    bundle, condition, seed, latent, tag = image_id.split(".")
+    other_seed = f"{int(seed, 16) ^ 1:016x}"
+    minted = [
+        f"{bundle}.{condition}.{seed}.{latent}",  # unsigned
+        f"{bundle}.{condition}.{other_seed}.{latent}.{tag}",  # another seed under the same tag
+        f"{bundle}.{condition}.{seed}.{tag}",  # the latent key left out
+        f"{bundle}.{'9' * 20}.{seed}.{latent}.{tag}",  # an absurd condition
+        image_id + "x" * (MAX_ID_LENGTH + 10),  # too long
+        f"{bundle}.{condition}.{seed}.{latent}.{tag[:-1]}{'A' if tag[-1] != 'A' else 'B'}",  # another tag
+    ]
+    for bad in minted:
+        r = client.get(f"/v1/images/{bad}.png")
+        assert r.status_code == 404, (bad, r.text)
+        assert r.json()["detail"].endswith("request a new image set"), r.text
+
+
+def test_an_absurd_condition_signed_with_the_servers_key_is_404_not_503(client, trained_artifacts):
+    # as if the key leaked: the condition number is checked as a Python int, never cast to int64
+    root, version = trained_artifacts
+    codec = ImageIdCodec(version, client.app.state.service.personaliser.conditions.codes, load_or_create_key(root))
+    bundle, _, seed, _ = codec.encode(0, 1).split(".")
+    payload = f"{bundle}.{'9' * 20}.{seed}"
+    r = client.get(f"/v1/images/{payload}.{codec._tag(payload)}.png")
+    assert r.status_code == 404 and "condition this bundle does not have" in r.json()["detail"]
+
+
+def test_ids_signed_with_another_image_key_are_refused(trained_artifacts):
+    root, _ = trained_artifacts
+    first, second = "first-image-key-0123456789", "second-image-key-0123456789"
+    ids = {}
+    for key in (first, second):
+        with TestClient(create_app(Settings(artifacts=root, image_key=key))) as c:
+            ids[key] = c.get("/v1/users/never-seen-3/image-set", params={"n": 1}).json()["images"][0]["image_id"]
+    assert ids[first] != ids[second]  # the same image, signed with each key
+    with TestClient(create_app(Settings(artifacts=root, image_key=second))) as c:
+        assert c.get(f"/v1/images/{ids[second]}.png").status_code == 200
+        r = c.get(f"/v1/images/{ids[first]}.png")
+        assert r.status_code == 404 and "signature" in r.json()["detail"]
+
+
+def test_the_image_key_is_never_shown():
+    settings = Settings(image_key="a-very-secret-image-key")
+    assert "a-very-secret-image-key" not in repr(settings) + str(settings.model_dump())
+    with pytest.raises(ValueError, match="at least 16 characters") as caught:
+        Settings(image_key="short-secret")
+    assert "short-secret" not in str(caught.value)
+
+
+def _redis_problem() -> str | None:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
+    except redis.RedisError as exc:
+        return f"Redis at 127.0.0.1:6379 does not answer ({exc}); start one (redis-server) to run this test"
+    return None
+
+
+def test_with_redis_every_worker_renders_every_optimised_image(trained_artifacts):
+    if _redis_problem():
+        pytest.skip(_redis_problem())
+    settings = Settings(artifacts=trained_artifacts[0], redis_url=REDIS_URL, image_ttl_seconds=60)
+    user = known_users(trained_artifacts, 2)[1]
+    with TestClient(create_app(settings)) as one:
+        image = one.get(f"/v1/users/{user}/image-set", params={"n": 2}).json()["images"][1]
+        png = one.get(f"/v1/images/{image['image_id']}.png").content
+    assert image["explanation"]["optimised"]
+    with TestClient(create_app(settings)) as other:  # another worker: an empty PNG cache and latent store
+        assert other.get(f"/v1/images/{image['image_id']}.png").content == png
