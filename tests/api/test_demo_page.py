@@ -1,18 +1,24 @@
 """The /demo storefront page end to end in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright):
 choose a shopper, see their variant's set, click and buy, and watch the experiment report count it.
 
-Skipped, saying why, where Playwright or Chromium is missing. ``VITRINE_DEMO_SCREENSHOT=path`` keeps the
-final screenshot there (docs/demo.png was made so).
+Twice: on the tiny test bundle, and on a bundle of the demo preset's real sizes (z_dim 64, 64×64 images, only
+its training shortened), whose personalised image ids are the longest the demo serves (a shopper of the
+personalised arm clicks one, puts an item in the cart and buys it). Skipped, saying why, where Playwright or
+Chromium is missing. ``VITRINE_DEMO_SCREENSHOT=path`` keeps the final screenshot there (docs/demo.png was made so).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +27,10 @@ import pytest
 
 from api.app import create_app
 from api.settings import Settings
+from engine.experiments.assignment import assign
+from engine.experiments.definition import experiment_from_dict
+from engine.experiments.eventstore import EventStore
+from features.ids import MAX_ID_LENGTH
 
 CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "demo-token"
@@ -45,13 +55,12 @@ def _missing() -> str | None:
 pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 
-@pytest.fixture
-def server(trained_artifacts, tmp_path):
-    """The real app on a free local port, in a uvicorn thread (a browser needs a real socket)."""
+@contextmanager
+def serving(root: Path, database_url: str) -> Iterator[str]:
+    """The real app on a free local port, in a uvicorn thread (a browser needs a real socket); yields its URL."""
     import uvicorn
 
-    root, _ = trained_artifacts
-    settings = Settings(artifacts=root, admin_token=TOKEN, database_url=f"sqlite:///{tmp_path}/events.db")
+    settings = Settings(artifacts=root, admin_token=TOKEN, database_url=database_url)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -62,9 +71,42 @@ def server(trained_artifacts, tmp_path):
     while not server.started:
         assert time.time() < deadline, "the API did not start within 60 s"
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=20)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture
+def server(trained_artifacts, tmp_path):
+    with serving(trained_artifacts[0], f"sqlite:///{tmp_path}/events.db") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def demo_sized_artifacts(demo_store, tmp_path_factory) -> tuple[Path, str]:
+    """A bundle of the demo preset (z_dim 64, 64×64 images, full-width networks) on the small demo store; only
+    its training is cut short (4 GAN steps, one classifier epoch, 100 visual-encoder steps: about 10 s), since
+    the sizes are what this test needs."""
+    from engine.training.config import load_train_config
+    from engine.training.pipeline import train_bundle
+
+    overrides = {
+        "seed": 1,
+        "gan_training": {"steps": 4},
+        "classifier_training": {"epochs": 1},
+        "visual": {"steps": 100},
+    }
+    root = tmp_path_factory.mktemp("demo-sized")
+    version = train_bundle(
+        demo_store, root, load_train_config("demo", overrides=overrides), show_progress=False, promote=True
+    )
+    return root, version
+
+
+def _launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
 
 
 def _users(trained_artifacts, k: int) -> list[str]:
@@ -85,7 +127,7 @@ def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(server,
     assert r.status_code == 201, r.text
     user = _users(trained_artifacts, 1)[0]
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        browser = _launch(p)
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 1000})
             errors: list[str] = []
@@ -127,3 +169,66 @@ def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(server,
     report = httpx.get(f"{server}/v1/experiments/storefront-demo/report").json()
     row = next(v for v in report["variants"] if v["name"] == variant)
     assert (row["exposures"], row["conversions"], row["clicks"]) == (1, 1, 1)
+
+
+def test_a_personalised_shopper_clicks_carts_and_buys_on_a_demo_sized_bundle(demo_sized_artifacts, tmp_path):
+    """The demo preset's personalised ids are the longest the demo serves (z_dim 64): every one must be
+    accepted as a click, and the click, cart and purchase must reach the experiment's report and store."""
+    from playwright.sync_api import sync_playwright
+
+    root, version = demo_sized_artifacts
+    generator = json.loads((root / version / "generator" / "config.json").read_text())
+    assert (generator["z_dim"], generator["image_size"]) == (64, 64)
+    experiment = experiment_from_dict(EXPERIMENT)
+    user = next(u for u in _users(demo_sized_artifacts, 100) if assign(experiment, u) == "treatment")
+    database_url = f"sqlite:///{tmp_path}/events.db"
+    with serving(root, database_url) as server, sync_playwright() as p:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.post(f"{server}/v1/admin/experiments", json=EXPERIMENT, headers=headers).status_code == 201
+        browser = _launch(p)
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            with page.expect_response(lambda r: "/image-set" in r.url) as response:
+                page.goto(f"{server}/demo")
+                page.wait_for_function("document.querySelectorAll('#users option').length > 0")
+                page.fill("#user", user)
+                page.click("#show")
+            shown = response.value.json()
+            assert (shown["variant"], shown["strategy"]) == ("treatment", "personalised")
+            assert all(img["explanation"]["optimised"] for img in shown["images"])
+            assert max(len(img["image_id"]) for img in shown["images"]) <= MAX_ID_LENGTH
+            # every generated image rendered from its id, at the preset's 64×64
+            page.wait_for_function(
+                "[...document.querySelectorAll('.card img.main')]"
+                ".every((i) => i.complete && i.naturalWidth === 64 && i.naturalHeight === 64)"
+            )
+            page.wait_for_selector("#variants")
+            assert _variant_row(page, "treatment") == (1, 0)
+
+            page.locator(".card img.main").first.click()
+            page.wait_for_function("document.querySelectorAll('#log .entry').length === 1")
+            page.locator(".card .similar .cart").first.click()
+            page.wait_for_function("document.querySelectorAll('#log .entry').length === 2")
+            page.locator(".card .similar .buy").first.click()
+            cell = "#variants tr[data-variant='treatment'] td.conversions"
+            page.wait_for_function(f"document.querySelector(\"{cell}\")?.textContent === '1'")
+            log = page.inner_text("#log")  # newest first
+            sent = re.findall(r"(click|add_to_cart|purchase) \S+ → (\w+)", log)
+            assert sent == [("purchase", "stored"), ("add_to_cart", "stored"), ("click", "stored")], log
+            assert not errors, errors
+        finally:
+            browser.close()
+        report = httpx.get(f"{server}/v1/experiments/{EXPERIMENT['name']}/report").json()
+    row = next(v for v in report["variants"] if v["name"] == "treatment")
+    price = shown["images"][0]["nearest_items"][0]["price"] or 0
+    assert (row["exposures"], row["clicks"], row["conversions"]) == (1, 1, 1)
+    assert row["revenue"] == pytest.approx(price)
+    # the report counts purchases (the conversion) and clicks, not carts: the cart is in the event store
+    with EventStore(database_url) as store:
+        assert {k: store.count_events(k) for k in ("click", "add_to_cart", "purchase")} == {
+            "click": 1,
+            "add_to_cart": 1,
+            "purchase": 1,
+        }
