@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 
-import numpy as np
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -20,12 +19,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 DURING = "2024-05-03T12:00:00Z"
 
 
-def known_users(trained_artifacts, k: int) -> list[str]:
-    root, version = trained_artifacts
-    with np.load(root / version / "embeddings" / "factors.npz") as f:
-        return [str(u) for u in f["user_ids"][:k]]
-
-
 @pytest.fixture
 def client(trained_artifacts, tmp_path):
     root, _ = trained_artifacts
@@ -36,18 +29,18 @@ def client(trained_artifacts, tmp_path):
         yield c
 
 
-def treatment_set(client, trained_artifacts) -> dict:
+def treatment_set(client) -> dict:
     """The set of the first shopper in the experiment's personalised arm."""
     assert client.post("/v1/admin/experiments", json=EXPERIMENT, headers=ADMIN).status_code == 201
-    for user in known_users(trained_artifacts, 40):
+    for user in client.app.state.service.known_users(40):
         body = client.get(f"/v1/users/{user}/image-set", params={"n": 8, "at": DURING}).json()
         if body["variant"] == "treatment":
             return body
     raise AssertionError("no shopper of the first 40 is in the treatment arm")
 
 
-def test_a_generated_id_is_accepted_as_a_click_and_renders(client, trained_artifacts):
-    body = treatment_set(client, trained_artifacts)
+def test_a_generated_id_is_accepted_as_a_click_and_renders(client):
+    body = treatment_set(client)
     assert body["strategy"] == "personalised"
     images = body["images"]
     assert all(img["explanation"]["optimised"] for img in images)
@@ -70,8 +63,8 @@ def test_a_generated_id_is_accepted_as_a_click_and_renders(client, trained_artif
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
 
 
-def test_ids_a_client_made_are_404_and_say_what_to_do(client, trained_artifacts):
-    user = known_users(trained_artifacts, 1)[0]
+def test_ids_a_client_made_are_404_and_say_what_to_do(client):
+    user = client.app.state.service.known_users(1)[0]
     image_id = client.get(f"/v1/users/{user}/image-set", params={"n": 1}).json()["images"][0]["image_id"]
     bundle, condition, seed, latent, tag = image_id.split(".")
     other_seed = f"{int(seed, 16) ^ 1:016x}"
@@ -133,8 +126,8 @@ def test_with_redis_every_worker_renders_every_optimised_image(trained_artifacts
     if _redis_problem():
         pytest.skip(_redis_problem())
     settings = Settings(artifacts=trained_artifacts[0], redis_url=REDIS_URL, image_ttl_seconds=60)
-    user = known_users(trained_artifacts, 2)[1]
     with TestClient(create_app(settings)) as one:
+        user = one.app.state.service.known_users(2)[1]
         image = one.get(f"/v1/users/{user}/image-set", params={"n": 2}).json()["images"][1]
         png = one.get(f"/v1/images/{image['image_id']}.png").content
     assert image["explanation"]["optimised"]
