@@ -55,3 +55,26 @@ def redis_url() -> str:
     if problem:
         pytest.skip(f"{problem} (start redis-server to run the tests that need Redis)")
     return url
+
+
+@pytest.fixture
+def redis_cleanup(redis_url):
+    """Key patterns (append to the list) whose keys on the test Redis are deleted after the test."""
+    import redis
+
+    patterns: list[str] = []
+    yield patterns
+    with redis.Redis.from_url(redis_url) as client:
+        keys = [key for pattern in patterns for key in client.scan_iter(match=pattern)]
+        if keys:
+            client.delete(*keys)
+
+
+@pytest.fixture
+def redis_prefix(redis_cleanup) -> str:
+    """A key prefix of the test's own on the test Redis; every key under it is deleted afterwards."""
+    import uuid
+
+    prefix = f"vitrine-test:{uuid.uuid4().hex[:12]}:"
+    redis_cleanup.append(f"{prefix}*")
+    return prefix

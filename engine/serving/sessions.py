@@ -19,9 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from engine.serving import redis_client
 from features.schema import EVENT_TYPES
 
 logger = logging.getLogger(__name__)
@@ -170,34 +169,24 @@ class RedisSessionStore:
         max_events: int = 200,
         ttl_seconds: int = 86_400,
     ) -> RedisSessionStore:
-        """A store on the Redis at ``url`` (``redis://host:6379/0``; ``rediss://`` for TLS).
-
-        ``timeout_seconds`` bounds connecting and each command, and a failed command is retried once at once
-        (for a pooled connection that a Redis restart closed), so that a Redis outage costs a request a
-        fraction of a second rather than the client's default retries with back-off. Connects lazily: call
-        :meth:`problem` to know whether Redis answers. ValueError when ``url`` is not a Redis URL.
-        """
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds,
-            socket_connect_timeout=timeout_seconds,
-            retry=Retry(NoBackoff(), 1),
+        """A store on the Redis at ``url`` (``redis://host:6379/0``), through :func:`redis_client.connect`:
+        ``timeout_seconds`` bounds each command, so a Redis outage costs a request a fraction of a second.
+        Connects lazily (:meth:`problem` checks); ValueError when ``url`` is not a Redis URL."""
+        return cls(
+            redis_client.connect(url, timeout_seconds=timeout_seconds),
+            prefix=prefix,
+            max_events=max_events,
+            ttl_seconds=ttl_seconds,
         )
-        return cls(client, prefix=prefix, max_events=max_events, ttl_seconds=ttl_seconds)
 
     @property
     def where(self) -> str:
-        """host:port/db of the Redis, for logs (without the URL's credentials)."""
-        kw = self.client.connection_pool.connection_kwargs
-        return f"{kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
+        """``Redis at host:port/db`` (without the URL's credentials)."""
+        return redis_client.describe(self.client)
 
     def problem(self) -> str | None:
-        """None when Redis answers a PING, else what went wrong."""
-        try:
-            self.client.ping()
-        except redis.RedisError as exc:
-            return f"Redis at {self.where} does not answer: {exc}"
-        return None
+        """None when Redis answers, else what went wrong."""
+        return redis_client.problem(self.client)
 
     def _keys(self, session_id: str) -> list[str]:
         return [f"{self.prefix}{{{session_id}}}:events", f"{self.prefix}{{{session_id}}}:seq"]
@@ -211,13 +200,13 @@ class RedisSessionStore:
         try:
             return int(self._add(keys=self._keys(session_id), args=args))
         except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"could not store session events in Redis at {self.where}: {exc}") from exc
+            raise SessionStoreUnavailable(f"could not store session events in {self.where}: {exc}") from exc
 
     def get(self, session_id: str) -> list[SessionEvent]:
         try:
             members: list[Any] = list(self.client.zrange(self._keys(session_id)[0], 0, -1))
         except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"could not read a session from Redis at {self.where}: {exc}") from exc
+            raise SessionStoreUnavailable(f"could not read a session from {self.where}: {exc}") from exc
         return [_event(m.decode() if isinstance(m, bytes) else m) for m in members]
 
 
@@ -242,16 +231,13 @@ def open_session_store(redis_url: str | None, *, ttl_seconds: int = 86_400) -> S
     """
     if not redis_url:
         return MemorySessionStore()
-    try:
-        store = RedisSessionStore.from_url(redis_url, ttl_seconds=ttl_seconds)
-    except ValueError as exc:  # redis-py names the schemes it takes; the URL itself may hold a password
-        raise ValueError(f"redis_url is not a Redis URL ({exc}); fix it, or unset it for one worker") from exc
+    store = RedisSessionStore.from_url(redis_url, ttl_seconds=ttl_seconds)
     problem = store.problem()
     if problem:
         logger.error("session store: %s; image sets are served without session events until it answers", problem)
     else:
         logger.info(
-            "session events are kept in Redis at %s (a session expires %d s after its last event)",
+            "session events are kept in %s (a session expires %d s after its last event)",
             store.where,
             ttl_seconds,
         )

@@ -33,14 +33,11 @@ def views(item_ids: list[str]) -> dict:
 
 
 @pytest.fixture
-def session_id(redis_url):
-    """A session id of the test's own, whose keys are deleted from Redis afterwards."""
+def session_id(redis_cleanup) -> str:
+    """A session id of the test's own, whose keys (under the servers' default prefix) are deleted afterwards."""
     sid = f"test-{uuid.uuid4().hex[:12]}"
-    yield sid
-    with redis.Redis.from_url(redis_url) as client:
-        keys = list(client.scan_iter(match=f"vitrine:session:{{{sid}}}:*"))
-        if keys:
-            client.delete(*keys)
+    redis_cleanup.append(f"vitrine:session:{{{sid}}}:*")
+    return sid
 
 
 @pytest.mark.redis

@@ -2,11 +2,9 @@
 the Redis one on the test Redis (the ``redis_url`` fixture: skipped, saying why, when it does not answer)."""
 
 import time
-import uuid
 from datetime import datetime
 
 import pytest
-import redis
 
 from engine.serving.sessions import (
     MemorySessionStore,
@@ -33,18 +31,11 @@ class TestMemorySessionStore(SessionStoreContract):
 
 @pytest.mark.redis
 class TestRedisSessionStore(SessionStoreContract):
-    """Each test writes under a key prefix of its own and deletes it afterwards."""
+    """Each test writes under a key prefix of its own (the ``redis_prefix`` fixture), deleted afterwards."""
 
     @pytest.fixture(autouse=True)
-    def _own_prefix(self, redis_url):
-        self.url = redis_url
-        self.prefix = f"vitrine-test:{uuid.uuid4().hex[:12]}:"
-        client = redis.Redis.from_url(redis_url)
-        yield
-        keys = list(client.scan_iter(match=f"{self.prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    def _on_the_test_redis(self, redis_url, redis_prefix):
+        self.url, self.prefix = redis_url, redis_prefix
 
     def make(self, *, max_events: int = 200, ttl_seconds: int = 86_400) -> RedisSessionStore:
         return RedisSessionStore.from_url(self.url, prefix=self.prefix, max_events=max_events, ttl_seconds=ttl_seconds)
