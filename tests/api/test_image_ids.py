@@ -133,3 +133,44 @@ def test_with_redis_every_worker_renders_every_optimised_image(trained_artifacts
     assert image["explanation"]["optimised"]
     with TestClient(create_app(settings)) as other:  # another worker: an empty PNG cache and latent store
         assert other.get(f"/v1/images/{image['image_id']}.png").content == png
+
+
+def test_every_layer_takes_ids_of_the_same_length():
+    """One constant, features.ids.MAX_ID_LENGTH: the event store's columns and records, the API's schemas and
+    path patterns, and the readers' validation all take an id of exactly that length, and refuse a longer one."""
+    import re
+
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from api.routers.events import EventIn
+    from api.routers.images import ID_PATTERN
+    from api.schemas import SessionEventIn
+    from engine.experiments.records import Event, ExposureIn
+    from engine.experiments.tables import assignments_t, events_t, exposures_t
+    from features.validation import validate_catalogue
+
+    longest, too_long = "a" * MAX_ID_LENGTH, "a" * (MAX_ID_LENGTH + 1)
+    widths = {
+        (t.name, c.name): c.type.length
+        for t in (assignments_t, exposures_t, events_t)
+        for c in t.columns
+        if isinstance(c.type, sa.String) and not isinstance(c.type, sa.Text) and c.name != "kind"
+    }
+    assert set(widths.values()) == {MAX_ID_LENGTH}, widths
+    assert Event(client_event_id=longest, kind="click", ts=0, user_id=longest, image_id=longest)
+    with pytest.raises(ValueError, match=str(MAX_ID_LENGTH)):
+        Event(client_event_id="e", kind="click", ts=0, user_id="u", image_id=too_long)
+    assert ExposureIn(unit_id=longest, ts=0, exposure_id=longest)
+    EventIn(client_event_id=longest, kind="click", user_id=longest, image_id=longest)
+    SessionEventIn(item_id=longest, event_type="view")
+    for model, fields in (
+        (EventIn, {"client_event_id": "e", "kind": "click", "image_id": too_long}),
+        (SessionEventIn, {"item_id": too_long, "event_type": "view"}),
+    ):
+        with pytest.raises(ValueError, match=f"at most {MAX_ID_LENGTH} characters"):
+            model(**fields)
+    assert re.match(ID_PATTERN, longest) and not re.match(ID_PATTERN, too_long)
+    catalogue = pd.DataFrame({"item_id": [longest, too_long], "class": ["dress", "dress"]})
+    kept, report = validate_catalogue(catalogue, source="catalogue.csv", attributes=("class",))
+    assert kept["item_id"].tolist() == [longest] and report.rows_rejected == 1
