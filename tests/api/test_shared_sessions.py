@@ -44,7 +44,9 @@ def session_id(redis_cleanup) -> str:
 def test_two_servers_on_one_redis_share_a_session(trained_artifacts, redis_url, session_id):
     root, _ = trained_artifacts
     with ExitStack() as stack:
-        urls = [stack.enter_context(serve_subprocess(root, {"VITRINE_REDIS_URL": redis_url})) for _ in range(2)]
+        # the servers also keep the sets' latent codes in Redis: a minute's life leaves nothing behind
+        env = {"VITRINE_REDIS_URL": redis_url, "VITRINE_IMAGE_TTL_SECONDS": "60"}
+        urls = [stack.enter_context(serve_subprocess(root, env)) for _ in range(2)]
         clients = [stack.enter_context(httpx.Client(base_url=url, timeout=60)) for url in urls]
         path = "/v1/users/anon-shared/image-set"
         assert clients[1].get(path, params={"n": 4, "session_id": session_id}).json()["strategy"] == "cold_start"
