@@ -19,9 +19,8 @@ from typing import Protocol
 
 import numpy as np
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from engine.serving import redis_client
 from engine.serving.cache import LruCache
 
 logger = logging.getLogger(__name__)
@@ -103,27 +102,19 @@ class RedisLatentStore:
     def from_url(
         cls, url: str, *, timeout_seconds: float = 0.5, prefix: str = "vitrine:latent:", ttl_seconds: int = WEEK_SECONDS
     ) -> RedisLatentStore:
-        """A store on the Redis at ``url`` (``redis://host:6379/0``). Each command waits at most
-        ``timeout_seconds`` and is retried once at once; the client connects lazily (:meth:`problem` checks).
-        ValueError when ``url`` is not a Redis URL."""
-        client = redis.Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds, retry=Retry(NoBackoff(), 1)
-        )
-        return cls(client, prefix=prefix, ttl_seconds=ttl_seconds)
+        """A store on the Redis at ``url`` (``redis://host:6379/0``), through :func:`redis_client.connect`: each
+        command waits at most ``timeout_seconds``. Connects lazily (:meth:`problem` checks); ValueError when
+        ``url`` is not a Redis URL."""
+        return cls(redis_client.connect(url, timeout_seconds=timeout_seconds), prefix=prefix, ttl_seconds=ttl_seconds)
 
     @property
     def where(self) -> str:
-        """ "Redis at host:port/db", for logs and errors (without the URL's credentials)."""
-        kw = self.client.connection_pool.connection_kwargs
-        return f"Redis at {kw.get('host', kw.get('path', '?'))}:{kw.get('port', '')}/{kw.get('db', 0)}"
+        """``Redis at host:port/db`` (without the URL's credentials)."""
+        return redis_client.describe(self.client)
 
     def problem(self) -> str | None:
-        """None when Redis answers a PING, else what went wrong."""
-        try:
-            self.client.ping()
-        except redis.RedisError as exc:
-            return f"{self.where} does not answer: {exc}"
-        return None
+        """None when Redis answers, else what went wrong."""
+        return redis_client.problem(self.client)
 
     def put_many(self, latents: Mapping[str, bytes]) -> None:
         if not latents:
@@ -153,10 +144,7 @@ def open_latent_store(redis_url: str | None, *, ttl_seconds: int = WEEK_SECONDS)
     """
     if not redis_url:
         return MemoryLatentStore()
-    try:
-        store = RedisLatentStore.from_url(redis_url, ttl_seconds=ttl_seconds)
-    except ValueError as exc:  # redis-py names the schemes it takes; the URL itself may hold a password
-        raise ValueError(f"the Redis URL for image latent codes is not one: {exc}") from exc
+    store = RedisLatentStore.from_url(redis_url, ttl_seconds=ttl_seconds)
     problem = store.problem()
     if problem:
         logger.error("latent store: %s; optimised images cannot be rendered until it answers", problem)

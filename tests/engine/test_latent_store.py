@@ -1,12 +1,8 @@
 """Latent stores against the contract in :mod:`tests.engine.latent_store_contract`: the in-process one, and the
-Redis one on 127.0.0.1:6379 (skipped, saying why, when that Redis does not answer)."""
-
-import uuid
-from functools import cache
+Redis one on the test Redis (the ``redis_url`` fixture: skipped, saying why, when it does not answer)."""
 
 import numpy as np
 import pytest
-import redis
 
 from engine.serving.latents import (
     LatentStoreUnavailable,
@@ -16,8 +12,6 @@ from engine.serving.latents import (
     open_latent_store,
 )
 from tests.engine.latent_store_contract import LatentStoreContract, code
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class TestMemoryLatentStore(LatentStoreContract):
@@ -33,30 +27,15 @@ class TestMemoryLatentStore(LatentStoreContract):
         assert len(store) == 2
 
 
-@cache
-def redis_problem() -> str | None:
-    """None when the test Redis answers, else why the Redis tests skip."""
-    problem = RedisLatentStore.from_url(REDIS_URL).problem()
-    return f"{problem}; start one (redis-server) to run the Redis latent-store tests" if problem else None
-
-
 class TestRedisLatentStore(LatentStoreContract):
-    """Each test writes under a key prefix of its own and deletes it afterwards."""
+    """Each test writes under a key prefix of its own (the ``redis_prefix`` fixture), deleted afterwards."""
 
     @pytest.fixture(autouse=True)
-    def _own_prefix(self):
-        if redis_problem():
-            pytest.skip(redis_problem())
-        self.prefix = f"vitrine-test:{uuid.uuid4().hex[:12]}:"
-        client = redis.Redis.from_url(REDIS_URL)
-        yield
-        keys = list(client.scan_iter(match=f"{self.prefix}*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    def _on_the_test_redis(self, redis_url, redis_prefix):
+        self.url, self.prefix = redis_url, redis_prefix
 
     def make(self, *, ttl_seconds: int = 3600) -> RedisLatentStore:
-        return RedisLatentStore.from_url(REDIS_URL, prefix=self.prefix, ttl_seconds=ttl_seconds)
+        return RedisLatentStore.from_url(self.url, prefix=self.prefix, ttl_seconds=ttl_seconds)
 
     def test_a_code_written_by_one_worker_is_read_by_another(self):
         one, other = self.make(), self.make()  # two clients, as two processes would have
@@ -71,20 +50,24 @@ class TestRedisLatentStore(LatentStoreContract):
         store.put_many({"a": code(1)})  # ... until its set is served again
         assert store.client.pttl(f"{self.prefix}a") > 10_000
 
-    def test_a_redis_that_does_not_answer_is_unavailable_not_empty(self):
-        store = RedisLatentStore.from_url("redis://127.0.0.1:1/0", prefix=self.prefix)
-        assert "does not answer" in (store.problem() or "")
-        with pytest.raises(LatentStoreUnavailable, match=r"127\.0\.0\.1:1/0"):
-            store.put_many({"a": code(1)})
-        with pytest.raises(LatentStoreUnavailable, match=r"127\.0\.0\.1:1/0"):
-            store.get("a")
-
     def test_open_latent_store_follows_the_redis_url(self):
         assert isinstance(open_latent_store(None), MemoryLatentStore)
-        store = open_latent_store(REDIS_URL, ttl_seconds=60)
+        store = open_latent_store(self.url, ttl_seconds=60)
         assert isinstance(store, RedisLatentStore) and store.ttl_seconds == 60
-        with pytest.raises(ValueError, match="redis://"):
-            open_latent_store("http://127.0.0.1:6379")
+
+
+def test_a_redis_that_does_not_answer_is_unavailable_not_empty():
+    store = RedisLatentStore.from_url("redis://127.0.0.1:1/0")
+    assert "does not answer" in (store.problem() or "")
+    with pytest.raises(LatentStoreUnavailable, match=r"127\.0\.0\.1:1/0"):
+        store.put_many({"a": code(1)})
+    with pytest.raises(LatentStoreUnavailable, match=r"127\.0\.0\.1:1/0"):
+        store.get("a")
+
+
+def test_a_url_that_is_not_redis_is_refused():
+    with pytest.raises(ValueError, match="redis://"):
+        open_latent_store("http://127.0.0.1:6379")
 
 
 def test_stored_bytes_of_the_wrong_size_or_not_finite_are_not_a_code():
