@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass
+
+from features.ids import MAX_ID_LENGTH
 
 #: Prefix of the image id of a catalogue photo shown in a popular set (``catalogue.<item_id>``).
 CATALOGUE_IMAGE_PREFIX = "catalogue."
+
+
+def catalogue_image_id(item_id: str) -> str:
+    """``catalogue.<item_id>``; for an item id too long for that to fit ``MAX_ID_LENGTH``,
+    ``catalogue.~<digest of the item id>``, so that every id a set shows is accepted wherever ids are taken."""
+    image_id = CATALOGUE_IMAGE_PREFIX + item_id
+    if len(image_id) <= MAX_ID_LENGTH:
+        return image_id
+    digest = hashlib.blake2b(item_id.encode(), digest_size=16).digest()
+    return f"{CATALOGUE_IMAGE_PREFIX}~{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
 
 
 class NoBundle(RuntimeError):
@@ -81,7 +95,7 @@ class CatalogueImage:
 
     @property
     def image_id(self) -> str:
-        return CATALOGUE_IMAGE_PREFIX + self.item_id
+        return catalogue_image_id(self.item_id)
 
 
 @dataclass(frozen=True, kw_only=True)

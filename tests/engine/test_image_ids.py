@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine.serving.image_ids import ImageIdCodec, load_or_create_key, stable_seed
-from engine.serving.types import UnknownImage
+from engine.serving.types import UnknownImage, catalogue_image_id
 from features.ids import MAX_ID_LENGTH
 
 KEY = b"k" * 32
@@ -148,3 +148,11 @@ def test_an_unusable_key_file_says_what_to_do(tmp_path):
         ro.mkdir(mode=0o500)
         with pytest.raises(ValueError, match="VITRINE_IMAGE_KEY"):
             load_or_create_key(ro)
+
+
+def test_catalogue_photo_ids_fit_too_whatever_the_item_id():
+    assert catalogue_image_id("I0042") == "catalogue.I0042"
+    longest = [catalogue_image_id("x" * MAX_ID_LENGTH), catalogue_image_id("x" * (MAX_ID_LENGTH - 1) + "y")]
+    assert all(len(i) <= MAX_ID_LENGTH and i.startswith("catalogue.~") for i in longest)
+    assert longest[0] != longest[1]
+    assert catalogue_image_id("x" * (MAX_ID_LENGTH - 10)) == "catalogue." + "x" * (MAX_ID_LENGTH - 10)
