@@ -145,9 +145,8 @@ def open_latent_store(redis_url: str | None, *, ttl_seconds: int = WEEK_SECONDS)
     if not redis_url:
         return MemoryLatentStore()
     store = RedisLatentStore.from_url(redis_url, ttl_seconds=ttl_seconds)
-    problem = store.problem()
-    if problem:
-        logger.error("latent store: %s; optimised images cannot be rendered until it answers", problem)
+    if problem := store.problem():
+        logger.error("latent store: %s; optimised images answer 503 until it answers", problem)
     else:
         logger.info("image latent codes are kept in %s for %d s", store.where, ttl_seconds)
     return store
