@@ -20,7 +20,7 @@ from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError
 from engine.serving.config import PersonaliserConfig
 from engine.serving.latents import open_latent_store
-from engine.serving.service import Service, configure_runtime
+from engine.serving.service import Service, SharedState, configure_runtime
 from engine.serving.sessions import open_session_store
 from engine.serving.types import NoBundle
 
@@ -48,17 +48,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.error("event store unavailable: %s", exc)
         service = Service(
             settings.artifacts,
-            PersonaliserConfig(
+            config=PersonaliserConfig(
                 max_set_size=settings.max_set_size,
                 max_neighbours=settings.max_neighbours,
                 cache_size=settings.image_cache_size,
             ),
-            events=app.state.events,
-            # in Redis with redis_url (shared by every worker), else in this process; see open_session_store
-            sessions=open_session_store(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
-            # optimised images' latent codes: in Redis with redis_url, else in this process; see open_latent_store
-            latents=open_latent_store(settings.redis_url, ttl_seconds=settings.image_ttl_seconds),
-            image_key=settings.image_key.get_secret_value().encode() if settings.image_key else None,
+            shared=SharedState(
+                events=app.state.events,
+                # in Redis with redis_url (shared by every worker), else in this process; see open_session_store
+                sessions=open_session_store(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
+                # optimised images' latent codes: in Redis with redis_url, else in this process
+                latents=open_latent_store(settings.redis_url, ttl_seconds=settings.image_ttl_seconds),
+                image_key=settings.image_key.get_secret_value().encode() if settings.image_key else None,
+            ),
         )
         service.load_current()
         app.state.service = service

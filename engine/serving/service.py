@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,27 +67,37 @@ class _SetRequest:
     in_stock_only: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class SharedState:
+    """What the service keeps outside the bundle, and so what several workers or hosts must share: the event
+    store (None: experiments are off and every shopper gets the Personaliser's set), the session store, the
+    optimised latent codes that image ids refer to, and the key that signs image ids (None: the key file in
+    the artifacts root, ``image_ids.load_or_create_key``). The stores default to this process only."""
+
+    events: EventStore | None = None
+    sessions: SessionStore = field(default_factory=MemorySessionStore)
+    latents: LatentStore = field(default_factory=MemoryLatentStore)
+    image_key: bytes | None = None
+
+
 class Service:
     def __init__(
         self,
         artifacts: Path,
-        config: PersonaliserConfig | None = None,
         *,
-        events: EventStore | None = None,
-        sessions: SessionStore | None = None,
+        config: PersonaliserConfig | None = None,
+        shared: SharedState | None = None,
         watch_seconds: float | None = 5.0,
         popular_cache_size: int = 64,
-        latents: LatentStore | None = None,
-        image_key: bytes | None = None,
     ) -> None:
-        """``latents`` keeps the optimised latent codes of image ids (default: in this process); ``image_key``
-        signs image ids (default: the key file in the artifacts root, ``image_ids.load_or_create_key``)."""
+        """``shared``: the state outside the bundle that workers share (default: this process's own)."""
+        shared = shared or SharedState()
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
-        self.events = events  # None: experiments are off and every shopper gets the Personaliser's set
-        self.sessions = sessions or MemorySessionStore()
-        self.latents = latents if latents is not None else MemoryLatentStore()
-        self._image_key = image_key or load_or_create_key(self.registry.root)
+        self.events = shared.events
+        self.sessions = shared.sessions
+        self.latents = shared.latents
+        self._image_key = shared.image_key or load_or_create_key(self.registry.root)
         self.watch_seconds = watch_seconds
         self.last_error: str | None = None
         self._personaliser: Personaliser | None = None
