@@ -120,13 +120,15 @@ def validate_events(
     event_types: tuple[str, ...],
     known_items: pd.Index | None = None,
     first_line: int = 2,
+    lines: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Check an event log read as strings; return the loadable rows typed, and the report.
 
     ``raw`` has the columns user_id, session_id, item_id, event_type, timestamp (strings or already
     typed values), and optionally price (the price paid; kept as a float, NaN where unreadable) and channel
     (where the event happened, such as "online" or "store"; kept as a string, empty where unknown).
-    ``first_line`` is the source line of the first row (2 for a CSV file with a header).
+    ``first_line`` is the source line of the first row (2 for a CSV file with a header); ``lines`` (one
+    per row) names the rows instead where they are not consecutive lines, such as a database table's ids.
     Rows with an item that is not in ``known_items`` are rejected: an event must lead to a catalogue item.
     """
     report = ValidationReport(source=source, rows_read=len(raw))
@@ -136,8 +138,11 @@ def validate_events(
             f"{source}: missing columns {missing}; an event log needs "
             "user_id, session_id, item_id, event_type and timestamp."
         )
-    lines = np.arange(first_line, first_line + len(raw))
-    rows = _RowFilter(raw, report, lines)
+    if lines is None:
+        lines = np.arange(first_line, first_line + len(raw))
+    elif len(lines) != len(raw):
+        raise ValueError(f"{source}: {len(lines)} line numbers for {len(raw)} rows")
+    rows = _RowFilter(raw, report, np.asarray(lines))
     rows.check(_bad_id(raw["user_id"]), "user_id is empty, too long or has control characters", "user_id")
     rows.check(_bad_id(raw["session_id"]), "session_id is empty, too long or has control characters", "session_id")
     rows.check(_bad_id(raw["item_id"]), "item_id is empty, too long or has control characters", "item_id")

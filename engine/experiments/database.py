@@ -99,6 +99,17 @@ def migrate(engine: Engine, backend: str) -> int:
     return latest
 
 
+def without_credentials(url: str) -> str:
+    """``url`` with no user name, password or query (which may hold one): what a bundle's manifest may record
+    about an event store."""
+    try:
+        u = sa.engine.make_url(url)
+        bare = sa.engine.URL.create(u.drivername, host=u.host, port=u.port, database=u.database)
+        return bare.render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL cannot be opened either; record only that it was one
+        return "<unparsable database URL>"
+
+
 def redact(url: str) -> str:
     """``url`` with its password hidden, for messages and logs."""
     try:

@@ -26,14 +26,16 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
-from engine.experiments.database import DEFAULT_URL, StoreError, create_engine, migrate, redact
+from engine.experiments.database import DEFAULT_URL, StoreError, create_engine, migrate, redact, without_credentials
 from engine.experiments.ingest import BadEvents, ingest_events
 from engine.experiments.records import ITEM_KINDS, MAX_ID_LENGTH, AddResult, Event, ExposureIn, to_epoch
 from engine.experiments.tables import assignments_t, events_t, experiments_t, exposures_t
@@ -49,8 +51,21 @@ __all__ = [
     "StoreError",
     "exposures_t",
     "ingest_events",
+    "read_event_log",
     "to_epoch",
 ]
+
+#: The columns of :meth:`EventStore.event_log`: the events table as stored, ``row_id`` being its ``id``.
+EVENT_LOG_COLUMNS: tuple[str, ...] = (
+    "row_id",
+    "client_event_id",
+    "kind",
+    "user_id",
+    "session_id",
+    "item_id",
+    "image_id",
+    "ts",
+)
 
 _CHUNK = 400  # unit ids per `IN (...)` lookup (SQLite allows 32766 bound parameters per statement)
 
@@ -159,6 +174,20 @@ class EventStore:
         )
         with self._read() as conn:
             return [_event(row) for row in conn.execute(query).mappings()]
+
+    def event_log(self) -> pd.DataFrame:
+        """Every stored shopper event, in arrival order, as a plain frame with :data:`EVENT_LOG_COLUMNS`.
+
+        Values are as stored (``ts`` in UTC epoch seconds, missing ids as None); turning them into training
+        events, and rejecting the ones training cannot use, is :func:`features.readers.service_events`' job.
+        """
+        c = events_t.c
+        query = sa.select(
+            c.id.label("row_id"), c.client_event_id, c.kind, c.user_id, c.session_id, c.item_id, c.image_id, c.ts
+        ).order_by(c.id)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame.from_records(rows, columns=list(EVENT_LOG_COLUMNS))
 
     # -- experiments (the registry in engine.experiments wraps these)
 
@@ -336,3 +365,20 @@ def _event(row: sa.RowMapping) -> Event:
         image_id=row["image_id"],
         revenue=row["revenue"],
     )
+
+
+def read_event_log(url: str) -> pd.DataFrame:
+    """The shopper events of the event store at ``url`` (see :meth:`EventStore.event_log`).
+
+    Reading must not create a store: a SQLite URL naming a file that does not exist is an error (opening one
+    would create an empty database and train on nothing from it).
+    """
+    parsed = sa.engine.make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).is_file():
+        raise FileNotFoundError(
+            f"no event store at {without_credentials(url)}: {database} does not exist (the API "
+            "writes it at VITRINE_DATABASE_URL, default sqlite:///data/events.db)"
+        )
+    with EventStore(url) as store:
+        return store.event_log()

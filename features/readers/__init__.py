@@ -4,9 +4,10 @@ from pathlib import Path
 
 from features.readers.demo import read_demo_store
 from features.readers.hm import read_hm
+from features.readers.service import ServiceEvents, merge_events, service_events
 from features.schema import StoreData
 
-__all__ = ["read_demo_store", "read_hm", "read_store"]
+__all__ = ["ServiceEvents", "merge_events", "read_demo_store", "read_hm", "read_store", "service_events"]
 
 
 def read_store(path: Path) -> StoreData:
