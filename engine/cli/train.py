@@ -8,6 +8,10 @@ from pathlib import Path
 from engine.cli.options import add_artifacts, add_no_progress, from_args, optional_path, progress
 
 _PARENT_HELP = "bundle to start from (default: the serving one)"
+_EVENTS_HELP = (
+    "also train on the shopper events the API stored in this event store (a database URL such as "
+    "sqlite:///data/events.db; repeat for several); clicks on generated images are not used yet"
+)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -21,7 +25,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides.update({"gan_training": {"device": args.device}, "classifier_training": {"device": args.device}})
     config = load_train_config(args.preset, optional_path(args.config), overrides)
     version = train_bundle(
-        Path(args.data), Path(args.artifacts), config, show_progress=progress(args), promote=args.promote
+        Path(args.data),
+        Path(args.artifacts),
+        config,
+        show_progress=progress(args),
+        promote=args.promote,
+        events=args.events or (),
     )
     print(f"bundle {version} written to {Path(args.artifacts) / version}" + (" and promoted" if args.promote else ""))
     return 0
@@ -31,7 +40,11 @@ def _cmd_embeddings(args: argparse.Namespace) -> int:
     from engine.training.pipeline import retrain_embeddings
 
     version, comparison = retrain_embeddings(
-        Path(args.data), Path(args.artifacts), show_progress=progress(args), **from_args(args, "since", "parent")
+        Path(args.data),
+        Path(args.artifacts),
+        show_progress=progress(args),
+        events=args.events or (),
+        **from_args(args, "since", "parent"),
     )
     k = comparison["new"]["k"]
     print(f"bundle {version} written (embeddings retrained; other components from {comparison['serving']['version']})")
@@ -64,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     add_artifacts(emb)
     emb.add_argument("--since", help="use only events from this date/time on (ISO 8601)")
     emb.add_argument("--parent", help=_PARENT_HELP)
+    emb.add_argument("--events", action="append", metavar="DATABASE_URL", help=_EVENTS_HELP)
     add_no_progress(emb)
     emb.set_defaults(func=_cmd_embeddings)
     vis = train_sub.add_parser("visual", help="add a visual encoder to a bundle; other components from the parent")
@@ -76,6 +90,7 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     add_artifacts(train, help="bundle root (default data/artifacts)")
     train.add_argument("--preset", default="demo", help="demo | hm | full | tiny (default demo)")
     train.add_argument("--config", help="JSON file overriding the preset (unknown keys are errors)")
+    train.add_argument("--events", action="append", metavar="DATABASE_URL", help=_EVENTS_HELP)
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="cpu or cuda for the GAN and classifier (default cpu)")
     train.add_argument("--promote", action="store_true", help="make the new bundle the serving one if it passes")

@@ -84,13 +84,17 @@ class Manifests:
         )
 
 
-def data_record(store: StoreData, data_path: Path) -> dict[str, Any]:
-    """Which data a bundle was trained on, with the readers' reports on it."""
-    return {
+def data_record(store: StoreData, data_path: Path, service_events: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Which data a bundle was trained on, with the readers' reports on it, and the service events it added
+    (their sources without credentials, and counts; see :func:`engine.training.data.read_training_data`)."""
+    record = {
         "name": store.name,
         "path": str(Path(data_path).resolve()),
         "reports": {k: r.to_dict() for k, r in store.reports.items()},
     }
+    if service_events is not None:
+        record["service_events"] = service_events
+    return record
 
 
 @contextmanager

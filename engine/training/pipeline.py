@@ -10,6 +10,7 @@ partial retrains (``engine.training.retrain``) live in ``engine.training.compone
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +32,11 @@ from engine.training.components import (
     visual_into,
 )
 from engine.training.config import TrainConfig
+from engine.training.data import read_training_data
 from engine.training.gan import train_gan
 from engine.training.retrain import retrain_embeddings, retrain_visual
 from features.attributes import AttributeEncoder
 from features.images import load_images
-from features.readers import read_store
 from features.schema import StoreData
 from models.classifier import ClassifierConfig
 from models.gan import GANConfig
@@ -88,18 +89,23 @@ def train_bundle(
     *,
     show_progress: bool = True,
     promote: bool = False,
+    events: Sequence[str] = (),
 ) -> str:
-    """Train every component on the data at ``data_path`` and write a new bundle; return its version."""
+    """Train every component on the data at ``data_path`` and write a new bundle; return its version.
+
+    ``events`` are event store URLs whose stored shopper events (the API's own traffic) are added to the
+    data's logs (see :func:`engine.training.data.read_training_data`); the manifest records where from.
+    """
     torch.manual_seed(config.seed)  # an entry point: every step below also takes the seed explicitly
     timer = Timer()
     with timer.step("read and validate data"):
-        store = read_store(data_path)
+        store, service_events = read_training_data(data_path, events)
     fingerprint = store.fingerprint()
     registry = ArtifactRegistry(artifacts)
     manifest = Manifests(config.seed, fingerprint)
     with staged_bundle(registry, fingerprint) as (version, staging):
         metrics = _train_into(staging, store, config, timer, manifest, show_progress)
-        extra = {"version": version, "data": data_record(store, data_path), "seconds": timer.seconds}
+        extra = {"version": version, "data": data_record(store, data_path, service_events), "seconds": timer.seconds}
         registry.commit(staging, version, manifest.bundle(config, metrics, **extra))
     if promote:
         from engine.artifacts.promotion import promote_bundle

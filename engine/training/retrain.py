@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -26,9 +27,9 @@ from engine.training.components import (
     visual_into,
 )
 from engine.training.config import TrainConfig, build_config
+from engine.training.data import read_training_data
 from features.attributes import AttributeEncoder
 from features.images import load_images
-from features.readers import read_store
 from models.classifier import AttributeClassifier
 from models.gan import Discriminator, Generator
 from models.io import read_json
@@ -67,18 +68,21 @@ def retrain_embeddings(
     parent: str | None = None,
     config: TrainConfig | None = None,
     show_progress: bool = True,
+    events: Sequence[str] = (),
 ) -> tuple[str, dict]:
     """A new bundle with fresh embeddings and the parent bundle's generator, classifier and index.
 
     The parent (default: the serving bundle) gives the config unless one is passed. ``since`` keeps only
-    the events from that time on. Returns the new version and a comparison of its validation metrics
-    with the parent's. Nothing is promoted: `vitrine promote` decides.
+    the events from that time on. ``events`` are event store URLs whose shopper events (the API's own
+    traffic) join the data's logs, as in :func:`engine.training.pipeline.train_bundle`. Returns the new
+    version and a comparison of its validation metrics with the parent's. Nothing is promoted: `vitrine
+    promote` decides.
     """
     registry, parent, parent_dir, parent_manifest = _parent(artifacts, parent, purpose="retrain from")
     config = config or build_config(TrainConfig, parent_manifest["config"], source=f"bundle {parent}")
     timer = Timer()
     with timer.step("read and validate data"):
-        store = read_store(data_path)
+        store, service_events = read_training_data(data_path, events)
         if since is not None:
             since = pd.Timestamp(since)
             since = since.tz_localize("UTC") if since.tzinfo is None else since
@@ -104,7 +108,7 @@ def retrain_embeddings(
             version=version,
             retrained=["embeddings"],
             since=since.isoformat() if since else None,
-            data=data_record(store, data_path),
+            data=data_record(store, data_path, service_events),
             seconds=timer.seconds,
         )
         registry.commit(staging, version, bundle_manifest)

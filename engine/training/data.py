@@ -1,0 +1,50 @@
+"""What a training run reads: a shop's data folder, plus, when asked, the Vitrine API's own events.
+
+``read_training_data(path, events=(url, ...))`` reads the base logs and catalogue at ``path`` and adds the
+shopper events that the API stored in each event store ``url`` (SQLite or PostgreSQL), converted and
+validated by :func:`features.readers.service_events`. Without ``events`` it is exactly ``read_store(path)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from engine.experiments.database import without_credentials
+from engine.experiments.eventstore import read_event_log
+from features.readers import merge_events, read_store, service_events
+from features.schema import StoreData
+
+logger = logging.getLogger(__name__)
+
+
+def read_training_data(data_path: Path, events: Sequence[str] = ()) -> tuple[StoreData, dict[str, Any] | None]:
+    """The store at ``data_path`` with the service events of every event store URL in ``events`` added.
+
+    Returns the merged data and what the manifest records about the service events (their sources, with no
+    credentials, and counts), or None when ``events`` is empty. The same ``client_event_id`` in two stores
+    counts once.
+    """
+    store = read_store(data_path)
+    if not events:
+        return store, None
+    sources = [without_credentials(url) for url in events]
+    frames = []
+    for url, shown in zip(events, sources, strict=True):
+        frame = read_event_log(url)
+        logger.info("event store %s: %d events", shown, len(frame))
+        frames.append(frame)
+    service = service_events(
+        pd.concat(frames, ignore_index=True),
+        source=", ".join(sources),
+        known_items=pd.Index(store.catalogue["item_id"]),
+    )
+    (logger.warning if service.report.rows_rejected else logger.info)(service.summary())
+    merged = merge_events(store, service)
+    users = set(service.events["user_id"]) - set(store.events["user_id"])
+    record = {"sources": sources, **service.counts(), "new_users": len(users)}
+    return merged, record
