@@ -40,7 +40,7 @@ def read_training_data(data_path: Path, events: Sequence[str] = ()) -> tuple[Sto
         frames.append(frame)
     service = service_events(
         pd.concat(frames, ignore_index=True),
-        source=", ".join(sources),
+        source=f"{', '.join(sources)} (events table; lines are its row ids)",
         known_items=pd.Index(store.catalogue["item_id"]),
     )
     (logger.warning if service.report.rows_rejected else logger.info)(service.summary())
