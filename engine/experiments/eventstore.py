@@ -39,6 +39,7 @@ from engine.experiments.database import DEFAULT_URL, StoreError, create_engine, 
 from engine.experiments.ingest import BadEvents, ingest_events
 from engine.experiments.records import ITEM_KINDS, MAX_ID_LENGTH, AddResult, Event, ExposureIn, to_epoch
 from engine.experiments.tables import assignments_t, events_t, experiments_t, exposures_t
+from features.readers.service import SERVICE_EVENT_COLUMNS
 
 # Callers import the store's records, errors and ingestion from here, the event store's front door.
 __all__ = [
@@ -54,18 +55,6 @@ __all__ = [
     "read_event_log",
     "to_epoch",
 ]
-
-#: The columns of :meth:`EventStore.event_log`: the events table as stored, ``row_id`` being its ``id``.
-EVENT_LOG_COLUMNS: tuple[str, ...] = (
-    "row_id",
-    "client_event_id",
-    "kind",
-    "user_id",
-    "session_id",
-    "item_id",
-    "image_id",
-    "ts",
-)
 
 _CHUNK = 400  # unit ids per `IN (...)` lookup (SQLite allows 32766 bound parameters per statement)
 
@@ -176,7 +165,8 @@ class EventStore:
             return [_event(row) for row in conn.execute(query).mappings()]
 
     def event_log(self) -> pd.DataFrame:
-        """Every stored shopper event, in arrival order, as a plain frame with :data:`EVENT_LOG_COLUMNS`.
+        """Every stored shopper event, in arrival order, as a plain frame with the columns that
+        :func:`features.readers.service_events` reads (``row_id`` is the events table's ``id``).
 
         Values are as stored (``ts`` in UTC epoch seconds, missing ids as None); turning them into training
         events, and rejecting the ones training cannot use, is :func:`features.readers.service_events`' job.
@@ -187,7 +177,7 @@ class EventStore:
         ).order_by(c.id)
         with self._read() as conn:
             rows = conn.execute(query).all()
-        return pd.DataFrame.from_records(rows, columns=list(EVENT_LOG_COLUMNS))
+        return pd.DataFrame.from_records(rows, columns=list(SERVICE_EVENT_COLUMNS))
 
     # -- experiments (the registry in engine.experiments wraps these)
 
