@@ -163,3 +163,13 @@ def test_cli_retrains_embeddings_from_service_events(service_store, trained_arti
     assert NEW_SHOPPER in set(EmbeddingModel.load(artifacts / new[0] / "embeddings").user_ids)
     manifest = json.loads((artifacts / new[0] / "manifest.json").read_text())
     assert manifest["data"]["service_events"]["sources"] == [url]
+
+
+def test_events_given_before_the_embeddings_subcommand_are_kept():
+    """`vitrine train --events X embeddings` must not lose X to the subcommand's own default."""
+    from engine.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--events", "A", "embeddings", "--data", "d"]).events == ["A"]
+    assert parser.parse_args(["train", "embeddings", "--data", "d", "--events", "B"]).events == ["B"]
+    assert parser.parse_args(["train", "embeddings", "--data", "d"]).events is None
