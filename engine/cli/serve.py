@@ -20,6 +20,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"  docs: {url}/docs\n  health: {url}/healthz",
         flush=True,
     )
+    if args.workers > 1 and not os.environ.get("VITRINE_REDIS_URL"):
+        print(
+            f"warning: {args.workers} workers without VITRINE_REDIS_URL: each keeps its own sessions and "
+            "optimised images, so a shopper's next request may land where neither is known; "
+            "set VITRINE_REDIS_URL=redis://host:6379/0 to share them",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(
         "api.app:create_app",
         factory=True,
