@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from engine.cli.options import add_artifacts, add_no_progress, from_args, progress
+from engine.cli.options import add_artifacts, add_no_progress, from_args, optional_path, progress
 
 
 def _store(args: argparse.Namespace):
@@ -63,6 +63,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.kind == "http":
         return _simulate_http(args)
+    if args.kind == "loop":
+        return _simulate_loop(args)
     tastes = None
     if args.store:
         from engine.world import load_tastes
@@ -94,6 +96,33 @@ def _simulate_http(args: argparse.Namespace) -> int:
     return 0 if summary.passed else 1
 
 
+def _simulate_loop(args: argparse.Namespace) -> int:
+    from engine.evaluation.closed_loop import run_closed_loop
+    from engine.experiments.loop import LoopSettings
+    from engine.experiments.loop_report import render_loop_report
+
+    settings = LoopSettings(
+        shoppers=args.shoppers or LoopSettings.shoppers,
+        compare_from=args.compare_from or args.days // 2 + 1,
+        **from_args(args, "days", "new_share", "visit_rate"),
+    )
+    loop = run_closed_loop(
+        Path(args.store or "data/demo"),
+        Path(args.artifacts),
+        settings,
+        seeds=range(args.seed, args.seed + args.seeds),
+        workdir=optional_path(args.workdir),
+        show_progress=progress(args),
+    )
+    report = loop.report
+    print(render_loop_report(report))
+    print(f"total time: {report['seconds']:.0f} s")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"report: {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``vitrine experiments`` and its subcommands."""
     exps = sub.add_parser("experiments", help="A/B tests: define, report, simulate").add_subparsers(
@@ -119,18 +148,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim = exps.add_parser("simulate", help="check the statistics on simulated shoppers")
     sim.add_argument(
         "kind",
-        choices=["aa", "ab", "http"],
+        choices=["aa", "ab", "http", "loop"],
         help="aa: false positives; ab: personalised vs popular (both in process); "
-        "http: A/A calibration, then A/A and A/B through the real HTTP API",
+        "http: A/A calibration, then A/A and A/B through the real HTTP API; "
+        "loop: days of shoppers through the HTTP API, a nightly-retrained arm against a frozen one",
     )
     sim.add_argument("--runs", type=int, help="simulated experiments (default 200 for aa and http's A/A, 40 for ab)")
-    sim.add_argument("--shoppers", type=int, help="shoppers per experiment (default 2000; http: every store user)")
-    add_artifacts(sim, help="http: the bundle to serve (trained on --store)")
+    sim.add_argument(
+        "--shoppers", type=int, help="shoppers per experiment (default 2000; http: every store user; loop: 200)"
+    )
+    add_artifacts(sim, help="http, loop: the bundle to serve (trained on --store)")
     sim.add_argument("--url", help="http: a running API (with VITRINE_CLIENT_CLOCK=1) instead of starting one")
     sim.add_argument("--admin-token", default=os.environ.get("VITRINE_ADMIN_TOKEN"), help="http: with --url")
     sim.add_argument("--aa-http-runs", type=int, default=1, help="http: A/A experiments over HTTP (default 1)")
     sim.add_argument("--conversion", default="purchase", help="http: click | add_to_cart | purchase")
-    sim.add_argument("--days", type=int, default=14, help="experiment length = number of daily looks")
+    sim.add_argument("--days", type=int, default=14, help="experiment length = number of daily looks (loop: days)")
+    sim.add_argument("--seeds", type=int, default=1, help="loop: runs, with seeds --seed, --seed + 1, … (default 1)")
+    sim.add_argument("--new-share", type=float, default=0.5, help="loop: share of shoppers new at day 0 (0.5)")
+    sim.add_argument("--visit-rate", type=float, default=0.3, help="loop: chance a shopper visits on a day (0.3)")
+    sim.add_argument(
+        "--compare-from", type=int, help="loop: compare the arms over this day to the last (default: the second half)"
+    )
+    sim.add_argument("--out", help="loop: also write the report as JSON to this file")
+    sim.add_argument("--workdir", help="loop: keep each arm's registry and event store here (default: temporary)")
     sim.add_argument("--alpha", type=float, default=0.05)
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--store", help="draw tastes from this demo store's hidden tastes (default: fresh draws)")

@@ -60,6 +60,16 @@ class ApiClient:
             if body["stored"] + body["duplicates"] != len(chunk):
                 raise RuntimeError(f"posting events: {len(chunk)} sent, {body['stored'] + body['duplicates']} answered")
 
+    def session_events(self, session_id: str, events: Sequence[Mapping[str, Any]]) -> int:
+        """Post session events (item_id, event_type, timestamp); returns how many the session now holds."""
+        r = self.client.post(f"/v1/sessions/{session_id}/events", json={"events": list(events)})
+        return self._check(r, f"posting the events of session {session_id}")["session_events"]
+
+    def reload(self) -> str:
+        """Make the server load the registry's CURRENT bundle now (``POST /v1/admin/reload``); returns it."""
+        headers = {"Authorization": f"Bearer {self.admin_token}"} if self.admin_token else {}
+        return self._check(self.client.post("/v1/admin/reload", headers=headers), "reloading the bundle")["serving"]
+
     def report(self, name: str, as_of: datetime) -> dict[str, Any]:
         r = self.client.get(f"/v1/experiments/{name}/report", params={"as_of": iso_utc(as_of.timestamp())})
         return self._check(r, f"report of {name}")

@@ -8,7 +8,7 @@ model that the log simulator and an A/B simulator share.
 from engine.world.art import CLASSES, COLOURS, PATTERNS, draw_item
 from engine.world.behaviour import ShopperBehaviour, draw_appeal, simulate_events
 from engine.world.demo_store import DemoStoreConfig, load_tastes, make_catalogue, write_demo_store
-from engine.world.tastes import ATTRIBUTES, VOCABULARIES, Taste, TastePrior, draw_tastes, utilities
+from engine.world.tastes import ATTRIBUTES, VOCABULARIES, Taste, TastePrior, draw_tastes, taste_popularity, utilities
 
 __all__ = [
     "ATTRIBUTES",
@@ -26,6 +26,7 @@ __all__ = [
     "load_tastes",
     "make_catalogue",
     "simulate_events",
+    "taste_popularity",
     "utilities",
     "write_demo_store",
 ]

@@ -180,12 +180,28 @@ class TastePrior:
             raise ValueError(f"TastePrior.floor must be below 1; got {self.floor}")
 
 
-def draw_tastes(n_users: int, rng: np.random.Generator, prior: TastePrior | None = None) -> list[Taste]:
+def draw_tastes(
+    n_users: int,
+    rng: np.random.Generator,
+    prior: TastePrior | None = None,
+    *,
+    popularity: Mapping[str, np.ndarray] | None = None,
+) -> list[Taste]:
     """Draw ``n_users`` tastes from ``prior`` (defaults: :class:`TastePrior`); the same rng state gives the
-    same population."""
+    same population.
+
+    ``popularity`` (attribute → probability vector, e.g. :func:`taste_popularity` of an existing population)
+    replaces the population-level vectors that are otherwise drawn first: new shoppers of that population.
+    """
     if n_users < 0:
         raise ValueError(f"n_users must be ≥ 0; got {n_users}")
     prior = prior or TastePrior()
+    if popularity is not None:
+        for attribute in ATTRIBUTES:
+            given = np.asarray(popularity.get(attribute, ()), dtype=np.float64)
+            size = len(VOCABULARIES[attribute])
+            if given.shape != (size,) or (given < 0).any() or abs(given.sum() - 1.0) > _WEIGHT_TOLERANCE:
+                raise ValueError(f"popularity[{attribute!r}] must be {size} non-negative weights summing to 1")
     concentration = {
         "class": prior.class_concentration,
         "colour": prior.colour_concentration,
@@ -194,9 +210,12 @@ def draw_tastes(n_users: int, rng: np.random.Generator, prior: TastePrior | None
     weights = {}
     for attribute in ATTRIBUTES:
         k = len(VOCABULARIES[attribute])
-        popularity = rng.dirichlet(np.full(k, prior.popularity_concentration))
-        w = rng.dirichlet(k * concentration[attribute] * popularity, size=n_users)
-        w = (1 - prior.floor) * w + prior.floor * popularity
+        if popularity is None:
+            shared = rng.dirichlet(np.full(k, prior.popularity_concentration))
+        else:
+            shared = np.asarray(popularity[attribute], dtype=np.float64)
+        w = rng.dirichlet(k * concentration[attribute] * shared, size=n_users)
+        w = (1 - prior.floor) * w + prior.floor * shared
         weights[attribute] = w / w.sum(axis=1, keepdims=True)
     price = rng.gamma(prior.price_sensitivity_shape, prior.price_sensitivity_scale, size=n_users)
     activity = rng.lognormal(math.log(prior.activity_median), prior.activity_sigma, size=n_users)
@@ -210,6 +229,14 @@ def draw_tastes(n_users: int, rng: np.random.Generator, prior: TastePrior | None
         )
         for u in range(n_users)
     ]
+
+
+def taste_popularity(tastes: Sequence[Taste]) -> dict[str, np.ndarray]:
+    """The mean weights of each attribute over ``tastes``: an estimate of the popularity vectors they were drawn
+    with (each taste of :func:`draw_tastes` has the popularity as its expectation), to draw more of their kind."""
+    if not tastes:
+        raise ValueError("taste_popularity needs at least one taste")
+    return {a: np.mean([t.weights(a) for t in tastes], axis=0) for a in ATTRIBUTES}
 
 
 def class_median_prices(items: pd.DataFrame) -> dict[str, float]:

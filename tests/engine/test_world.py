@@ -23,6 +23,7 @@ from engine.world import (
     load_tastes,
     make_catalogue,
     simulate_events,
+    taste_popularity,
     write_demo_store,
 )
 from engine.world.art import pattern_shade
@@ -203,6 +204,20 @@ def test_drawn_tastes_have_few_favourites_and_a_shared_skew():
     popularity = cls.mean(axis=0)
     assert popularity.max() / popularity.min() > 1.5  # some classes more popular overall
     assert min(t.price_sensitivity for t in tastes) >= 0
+
+
+def test_new_tastes_drawn_with_a_population_s_popularity_share_its_skew():
+    store_like = draw_tastes(3000, np.random.default_rng(5))
+    popularity = taste_popularity(store_like)
+    new = draw_tastes(3000, np.random.default_rng(6), popularity=popularity)
+    for attribute in ("class", "colour", "pattern"):
+        assert popularity[attribute].sum() == pytest.approx(1.0)
+        again = taste_popularity(new)[attribute]
+        assert np.abs(again - popularity[attribute]).max() < 0.02, attribute
+    other = taste_popularity(draw_tastes(3000, np.random.default_rng(6)))  # its own popularity: another shop
+    assert np.abs(other["class"] - popularity["class"]).max() > 0.02
+    with pytest.raises(ValueError, match="popularity\\['colour'\\]"):
+        draw_tastes(2, np.random.default_rng(0), popularity={**popularity, "colour": np.ones(3)})
 
 
 # --- the simulated logs -----------------------------------------------------------------------------------
