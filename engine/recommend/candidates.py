@@ -31,6 +31,8 @@ import scipy.sparse as sp
 
 from engine.recommend.baselines import Interactions, PopularityRecommender, item_knn_similarity
 from engine.recommend.factors import fit_embeddings
+from engine.recommend.histories import Histories, stored_histories, with_sessions
+from engine.recommend.rows import group_max, nonzero, relative, row_ranks, row_top, session_cooccurrence
 
 if TYPE_CHECKING:
     from engine.recommend.reranker import RerankerConfig
@@ -67,72 +69,6 @@ FEATURES = (
 ATTRIBUTE_COLUMNS = ("class", "colour", "pattern")
 
 
-def _group_max(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    top = np.full(n_groups, -np.inf)
-    np.maximum.at(top, groups, values)
-    return top[groups]
-
-
-def _relative(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """Each value divided by the largest value of its group (its shopper): scale-free per shopper."""
-    top = np.full(n_groups, -np.inf)
-    np.maximum.at(top, groups, values)
-    top = np.where(np.isfinite(top) & (top > 0), top, 1.0)
-    return values / top[groups]
-
-
-def session_cooccurrence(ev: pd.DataFrame, n_items: int, max_items: int = 50) -> sp.csr_matrix:
-    """Item-item cosine over sessions (H&M: a shopper's purchases of one day): items that share baskets.
-
-    Sessions with more than ``max_items`` distinct items are left out: a session of n items adds n² pairs,
-    and a browsing spree says little about which items go together (none in H&M's week or the demo store).
-    """
-    sessions = pd.factorize(ev["session_id"])[0]
-    s_i = sp.csr_matrix(
-        (np.ones(len(ev), np.float32), (sessions, ev["item_row"].to_numpy())), shape=(sessions.max() + 1, n_items)
-    )
-    s_i.data[:] = 1.0  # an item counts once per session
-    s_i = s_i[np.diff(s_i.indptr) <= max_items]
-    co = (s_i.T @ s_i).tocsr()
-    inv = sp.diags(1.0 / np.sqrt(np.maximum(co.diagonal(), 1)))
-    co.setdiag(0)
-    co.eliminate_zeros()
-    return (inv @ co @ inv).tocsr().astype(np.float32)
-
-
-def _row_top(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
-    """Keep each row's n largest entries."""
-    matrix = matrix.tocsr()
-    rows, cols, vals = [], [], []
-    for r in range(matrix.shape[0]):
-        start, end = matrix.indptr[r], matrix.indptr[r + 1]
-        if end == start:
-            continue
-        d, c = matrix.data[start:end], matrix.indices[start:end]
-        if len(d) > n:
-            keep = np.argpartition(-d, n - 1)[:n]
-            d, c = d[keep], c[keep]
-        rows.append(np.full(len(d), r))
-        cols.append(c)
-        vals.append(d)
-    if not rows:
-        return sp.csr_matrix(matrix.shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=matrix.shape)
-
-
-def _row_ranks(matrix: sp.csr_matrix) -> sp.csr_matrix:
-    """Same pattern, values replaced by the 1-based rank of each entry within its row (largest = 1)."""
-    matrix = matrix.tocsr().copy()
-    for r in range(matrix.shape[0]):
-        s, e = matrix.indptr[r], matrix.indptr[r + 1]
-        if e > s:
-            order = np.argsort(-matrix.data[s:e], kind="stable")
-            ranks = np.empty(e - s)
-            ranks[order] = np.arange(1, e - s + 1)
-            matrix.data[s:e] = ranks
-    return matrix
-
-
 class CandidateSources:
     """Every candidate source, fitted on one training log; :meth:`candidates` gives warm shoppers' candidates and
     each pair's :data:`FEATURES`."""
@@ -145,8 +81,8 @@ class CandidateSources:
         config: RerankerConfig,
         seed: int,
     ) -> None:
-        self.data = data
         self.config = config
+        self.user_ids, self.item_ids = data.users.ids_, data.items.ids_
         ev = data.events
         ref_day = data.reference_time.floor("D")
         n_users, n_items = data.matrix.shape
@@ -193,6 +129,13 @@ class CandidateSources:
             data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=seed, show_progress=False
         )
         self._fit_attributes(attributes, n_items)
+
+    @staticmethod
+    def onehot(codes: np.ndarray, n_items: int) -> sp.csr_matrix:
+        known = np.flatnonzero(codes >= 0)
+        return sp.csr_matrix(
+            (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
+        )
 
     def _fit_discounts(self, ev: pd.DataFrame, age: np.ndarray, n_items: int) -> None:
         """Where the log has the price paid: an item's mean price on the last day, and its lowest price, each
@@ -263,11 +206,8 @@ class CandidateSources:
         for col in cols:
             values = attributes[col].where(attributes[col].notna() & (attributes[col].astype(str) != ""))
             codes = pd.factorize(values)[0]
-            known = np.flatnonzero(codes >= 0)
             self.codes[col] = codes
-            self.onehots[col] = sp.csr_matrix(
-                (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
-            )
+            self.onehots[col] = self.onehot(codes, n_items)
         if "price" in attributes and self.paid_price is None:
             price = pd.to_numeric(attributes["price"], errors="coerce").to_numpy(dtype=np.float64)
             self.log_price = np.log(np.where(price > 0, price, np.nan)).astype(np.float32)
@@ -316,29 +256,43 @@ class CandidateSources:
         r_, c_ = np.concatenate(rows), np.concatenate(cols)
         return sp.csr_matrix((np.ones(len(r_), np.float32), (r_, c_)), shape=shape)
 
+    def histories(self, user_rows: np.ndarray) -> Histories:
+        """The stored histories of shoppers seen in training (``user_rows`` ≥ 0)."""
+        return stored_histories(self, user_rows)
+
+    def session_histories(
+        self, user_rows: np.ndarray, sessions: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    ) -> Histories:
+        """Stored histories (none for user row -1) plus sessions; see :func:`with_sessions`."""
+        return with_sessions(self, user_rows, sessions)
+
     def candidates(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(pair user positions, pair item rows, (pairs, len(FEATURES)) features) for warm users."""
+        return self.pairs(self.histories(user_rows))
+
+    def pairs(self, h: Histories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pair shopper positions, pair item rows, (pairs, len(FEATURES)) features) for the shoppers of ``h``."""
         c = self.config
-        hist = self.strength[user_rows]
+        hist = h.strength
         knn_full = (hist @ self.similarity).tocsr()
         fam_full = (hist @ self.family).tocsr() if self.family is not None else None
         shares = self._shares(hist)
-        knn = _row_top(knn_full, c.knn_candidates) if c.knn_candidates else None
-        fam = _row_top(fam_full, c.family_candidates) if (fam_full is not None and c.family_candidates) else None
-        n = len(user_rows)
+        knn = row_top(knn_full, c.knn_candidates) if c.knn_candidates else None
+        fam = row_top(fam_full, c.family_candidates) if (fam_full is not None and c.family_candidates) else None
+        n = hist.shape[0]
         pop_top = self.popular[: c.popular_candidates]
         pop_m = sp.csr_matrix(
             (np.ones(n * len(pop_top), np.float32), (np.repeat(np.arange(n), len(pop_top)), np.tile(pop_top, n))),
             shape=hist.shape,
         )
-        union = (hist != 0).astype(np.float32) + pop_m
+        union = nonzero(hist) + pop_m
         if knn is not None:
-            union = union + (knn != 0).astype(np.float32)
+            union = union + nonzero(knn)
         if fam is not None:
-            union = union + (fam != 0).astype(np.float32)
+            union = union + nonzero(fam)
         n_als = min(c.als_candidates, hist.shape[1])  # a catalogue can hold fewer items than that
         if n_als:
-            scores = self.als.user_factors[user_rows] @ self.als.item_factors.T
+            scores = h.factors @ self.als.item_factors.T
             top = np.argpartition(-scores, n_als - 1, axis=1)[:, :n_als]
             union = union + sp.csr_matrix(
                 (np.ones(top.size, np.float32), (np.repeat(np.arange(n), top.shape[1]), top.ravel())), shape=hist.shape
@@ -346,21 +300,21 @@ class CandidateSources:
         best = self._class_best_sellers(shares.get("class"), hist.shape)
         if best is not None:
             union = union + best
-        union = union.tocoo()
-        pu, pi = union.row, union.col
+        pairs = union.tocoo()
+        pu, pi = pairs.row, pairs.col
 
         def at(m: sp.csr_matrix | None) -> np.ndarray:
             if m is None:
                 return np.zeros(len(pu), np.float32)
             return np.asarray(m[pu, pi]).ravel().astype(np.float32)
 
-        rank = _row_ranks(knn_full)
+        rank = row_ranks(knn_full)
         knn_rank = at(rank)
         knn_rank[knn_rank == 0] = 9999
-        ages = self.own_age[user_rows].tocsr()
+        ages = h.age.tocsr()
         own_age = at(ages)
         own_age[own_age == 0] = 999
-        uvec = self.als.user_factors[user_rows[pu]]
+        uvec = h.factors[pu]
         als = np.einsum("ij,ij->i", uvec, self.als.item_factors[pi])
         own = at(hist)
         user_age = np.array(
@@ -373,23 +327,23 @@ class CandidateSources:
         user_price = np.asarray(w @ np.nan_to_num(self.log_price)).ravel() / np.maximum(
             np.asarray(w.sum(axis=1)).ravel(), 1e-12
         )
-        own_rel = _relative(own, pu, n)
-        rebuy = at(self.own_rebuy[user_rows]) - 1 if self.own_rebuy is not None else np.full(len(pu), -1.0)
+        own_rel = relative(own, pu, n)
+        rebuy = at(h.rebuy) - 1 if h.rebuy is not None else np.full(len(pu), -1.0)
         rebuy[rebuy < 0] = np.nan  # not an own item, or its channel's rate is unknown
-        knn_rel = _relative(at(knn_full), pu, n)
-        fam_rel = _relative(at(fam_full), pu, n) if fam_full is not None else np.zeros(len(pu))
+        knn_rel = relative(at(knn_full), pu, n)
+        fam_rel = relative(at(fam_full), pu, n) if fam_full is not None else np.zeros(len(pu))
         feats = np.column_stack(
             [
                 own_rel,
                 knn_rel,
                 fam_rel,
-                als - _group_max(als, pu, n),
+                als - group_max(als, pu, n),
                 own_rel + knn_rel + 0.3 * fam_rel,  # a hand-made blend of the sources, a strong single feature
                 own_age,
                 (own > 0),
                 knn_rank,
                 self.pop["pop_1d"][pi],
-                at(self.purchases[user_rows]),
+                at(h.purchases),
                 user_age[pu],
                 user_items[pu],
                 self.log_price[pi] - user_price[pu],
@@ -401,10 +355,10 @@ class CandidateSources:
                 self.discount_1d[pi],
                 self.discount_min[pi],
                 self.log_price[pi],
-                at(self.own_session[user_rows]),
+                at(h.session_items),
                 rebuy,
-                _relative(at((hist @ self.basket).tocsr()), pu, n),
-                _relative(at((hist @ self.cosine).tocsr()), pu, n),
+                relative(at((hist @ self.basket).tocsr()), pu, n),
+                relative(at((hist @ self.cosine).tocsr()), pu, n),
             ]
         ).astype(np.float32)
         return pu, pi, feats

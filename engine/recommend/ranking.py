@@ -43,9 +43,10 @@ def build_task(
     if t.empty:
         raise ValueError(f"the test period has no {'/'.join(target_events)} events to evaluate on")
     t = t.drop_duplicates(["user_id", "item_id"])
-    users = pd.unique(t["user_id"])
-    item_rows = item_index.get_indexer(t["item_id"])
-    groups = pd.Series(item_rows).groupby(pd.Categorical(t["user_id"], categories=users), observed=True)
+    users = pd.Index(pd.unique(t["user_id"]))
+    item_rows = item_index.get_indexer(pd.Index(t["item_id"]))
+    by_user = pd.Categorical(t["user_id"], categories=users)
+    groups = pd.Series(item_rows).groupby(by_user, observed=True)  # type: ignore[call-overload]  # pandas-stubs
     relevant = [g.to_numpy() for _, g in groups]
     return RankingTask(user_rows=user_index.get_indexer(users), relevant=relevant, n_items=len(item_index))
 

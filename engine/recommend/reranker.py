@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from engine.recommend.baselines import Interactions, build_interactions
-from engine.recommend.candidates import FEATURES, CandidateSources
+from engine.recommend.candidates import FEATURES, CandidateSources, Histories
+from features.split import prices_as_of
 from features.weighting import WeightingConfig
 from models.embeddings import EmbeddingConfig
 
@@ -69,11 +70,11 @@ class RerankerConfig:
             )
 
 
-class _Bag:
-    """LightGBM models trained on different row and feature subsamples; their scores averaged."""
+class Bag:
+    """LightGBM boosters trained on different row and feature subsamples; their scores averaged."""
 
     def __init__(self, models: list) -> None:
-        self.models = models
+        self.models = models  # lightgbm.Booster
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.mean([m.predict(x) for m in self.models], axis=0)
@@ -188,7 +189,7 @@ class RerankRecommender:
         self.sources_ = self._sources(reweighted)
         return self
 
-    def _train(self, parts: list) -> _Bag:
+    def _train(self, parts: list) -> Bag:
         import lightgbm
 
         # one query per (window, shopper); queries without a purchase teach a ranker nothing
@@ -218,8 +219,9 @@ class RerankRecommender:
                 n_jobs=2,
                 verbose=-1,
             )
-            models.append(model.fit(x, y, group=sizes))  # the binary objective ignores the groups
-        return _Bag(models)
+            # the booster alone scores as the fitted model does, and is what the bundle stores
+            models.append(model.fit(x, y, group=sizes).booster_)  # the binary objective ignores the groups
+        return Bag(models)
 
     @staticmethod
     def _blend(x: np.ndarray) -> np.ndarray:
@@ -231,22 +233,49 @@ class RerankRecommender:
             return self.model_.predict(x)
         return self._blend(x)  # too few labels to learn from (a short or sparse log)
 
+    def ranked(self, histories: Histories) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per shopper of ``histories``: (candidate item rows, their scores), best first."""
+        pu, pi, x = self.sources_.pairs(histories)
+        score = self._score(x)
+        order = np.lexsort((-self._blend(x), -score, pu))  # the model's ties (if it learned little) by the blend
+        pu, pi, score = pu[order], pi[order], score[order]
+        shoppers = np.arange(histories.strength.shape[0])
+        starts, ends = np.searchsorted(pu, shoppers), np.searchsorted(pu, shoppers, side="right")
+        return [(pi[s:e], score[s:e]) for s, e in zip(starts, ends, strict=True)]
+
+    def top(self, items: np.ndarray, k: int) -> np.ndarray:
+        """The first k of a shopper's ranked items, filled up with the recent best sellers they lack."""
+        items = items[:k]
+        if len(items) < k:
+            popular = self.sources_.popular
+            items = np.concatenate([items, popular[~np.isin(popular, items)][: k - len(items)]])
+        return items
+
     def recommend(self, user_rows: np.ndarray, k: int) -> np.ndarray:
         src = self.sources_
         out = np.tile(src.popular[:k], (len(user_rows), 1))
         warm = np.flatnonzero(user_rows >= 0)
         if len(warm) == 0:
             return out
-        pu, pi, x = src.candidates(user_rows[warm])
-        score = self._score(x)
-        order = np.lexsort((-self._blend(x), -score, pu))  # the model's ties (if it learned little) by the blend
-        pu, pi = pu[order], pi[order]
-        starts = np.searchsorted(pu, np.arange(len(warm)))
-        ends = np.searchsorted(pu, np.arange(len(warm)), side="right")
-        for j, (s, e) in enumerate(zip(starts, ends, strict=True)):
-            items = pi[s:e][:k]
-            if len(items) < k:
-                extra = src.popular[~np.isin(src.popular, items)][: k - len(items)]
-                items = np.concatenate([items, extra])
-            out[warm[j]] = items
+        for j, (items, _) in enumerate(self.ranked(src.histories(user_rows[warm]))):
+            out[warm[j]] = self.top(items, k)
         return out
+
+
+def fit_ranker(
+    events: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    weighting: WeightingConfig,
+    config: RerankerConfig,
+    *,
+    seed: int = 0,
+) -> RerankRecommender:
+    """Vitrine's ranker fitted on a training log: what `vitrine train` writes into a bundle, and what
+    `vitrine evaluate recommenders` fits on a time split's training days (then scores as serving loads it).
+
+    ``catalogue`` has an item_id column and any of group, class, colour, pattern and price; where the log
+    holds prices paid, an item's price is taken from ``events`` alone (``prices_as_of``), so no later day leaks.
+    """
+    priced = prices_as_of(catalogue, events).set_index("item_id")
+    ranker = RerankRecommender(config, catalogue=priced, weighting=weighting, seed=seed)
+    return ranker.fit(build_interactions(events, weighting))

@@ -195,7 +195,7 @@ def test_own_item_context_and_basket_features():
 
 
 def test_session_cooccurrence_links_basket_items_and_skips_sprees():
-    from engine.recommend.candidates import session_cooccurrence
+    from engine.recommend.rows import session_cooccurrence
 
     ev = pd.DataFrame(
         {
