@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import admin, demo, events, experiments, health, images, items, sessions
+from api.routers import admin, demo, events, experiments, health, images, items, recommendations, sessions
 from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError
 from engine.serving.config import PersonaliserConfig
@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(images.router)
+    app.include_router(recommendations.router)
     app.include_router(items.router)
     app.include_router(sessions.router)
     app.include_router(experiments.router)

@@ -76,6 +76,14 @@ class ItemOut(BaseModel):
     image_url: str | None
 
 
+class RecommendationsOut(BaseModel):
+    user_id: str
+    session_id: str | None
+    bundle_version: str
+    ranked_by: str  # "ranker": the bundle's ranker; "embeddings": u · v, in a bundle without one
+    items: list[ItemOut]  # best first; an item missing from the catalogue has empty attributes and no image
+
+
 class HealthOut(BaseModel):
     status: str
     bundle_version: str | None

@@ -29,7 +29,9 @@ from models.visual import VisualComponent, factors_digest
 logger = logging.getLogger(__name__)
 
 COMPONENTS = ("catalogue", "embeddings", "classifier", "generator", "index")
-OPTIONAL_COMPONENTS = ("visual",)  # bundles trained before it existed, or with retrained embeddings, lack it
+# bundles trained before they existed lack them; a retrain of the embeddings drops the visual encoder.
+# The ranker's files are read by serving (``engine.serving.ranker``), which refuses the bundle if they fail.
+OPTIONAL_COMPONENTS = ("visual", "ranker")
 
 
 @dataclass(kw_only=True)
@@ -98,6 +100,8 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         retriever = FaissRetriever.load(path / "index")
         history = sp.csr_matrix(sp.load_npz(path / "embeddings" / "history.npz"))
         visual = discriminator = None
+        if (path / "ranker").is_dir():
+            _check_manifest(path / "ranker", "ranker", problems)
         if (path / "visual").is_dir():
             _check_manifest(path / "visual", "visual", problems)
             visual = VisualComponent.load(path / "visual", device=device)

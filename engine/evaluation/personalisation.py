@@ -12,15 +12,17 @@ Four measurements, each against a named baseline on the same shoppers:
 3. Hidden-taste match (demo store only) — share of images whose judged class and colour are among the
    shopper's hidden top-2: full personalised sets (pool + preference maximisation + MMR) against
    (a) popular, non-personalised conditions and (b) conditioning alone (no preference maximisation).
-4. Held-out purchases — the embeddings (and f) refitted without the last ``test_days``; for shoppers who
-   bought in those days, Recall of the distinct items grounded to their image set against what they
-   bought, beside plain top-K recommendation from the same embeddings with K = the number of grounded items.
+4. Held-out purchases — the embeddings, the ranker (and f) refitted without the last ``test_days``; for
+   shoppers who bought in those days, Recall of the distinct items grounded to their image set against what
+   they bought, beside the served top-K (the ranker's) and the embeddings' top-K, with K = the number of
+   grounded items.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +36,9 @@ from engine.evaluation.bundle import judge, served_bundle
 from engine.evaluation.generator import frechet_distance
 from engine.recommend.baselines import build_interactions
 from engine.recommend.factors import fit_embeddings
+from engine.recommend.ranker_files import save_ranker
 from engine.recommend.ranking import paired_ratio_ci
+from engine.recommend.reranker import fit_ranker
 from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import stable_seed
 from engine.serving.personaliser import Personaliser
@@ -49,7 +53,7 @@ from models.visual import VisualComponent, factors_digest
 
 logger = logging.getLogger(__name__)
 
-GOALS = {"lift": 0.15, "fd_increase": 0.10, "grounded_recall_ratio": 0.90, "taste_ratio": 3.0}
+GOALS = {"lift": 0.15, "fd_increase": 0.10, "grounded_recall_ratio": 0.95, "taste_ratio": 4.0}
 
 
 def _catalogue_images(bundle: Bundle, size: int, *, show_progress: bool) -> np.ndarray:
@@ -184,9 +188,11 @@ def split_personaliser(
     catalogue_images: np.ndarray,
     personaliser_config: PersonaliserConfig,
     *,
+    store_catalogue: pd.DataFrame,
     show_progress: bool,
 ) -> tuple[Personaliser, object]:
-    """The bundle with embeddings (and f) refitted on ``train_events`` only: no test-period leakage."""
+    """The bundle with embeddings, ranker (and f) refitted on ``train_events`` only: no test-period leakage.
+    ``store_catalogue`` is the data's own catalogue (item_id, group, attributes, price), as training reads it."""
     data = build_interactions(train_events, config.weighting)
     emb = fit_embeddings(
         data.matrix, data.users.ids_, data.items.ids_, config.embeddings, seed=config.seed, show_progress=False
@@ -228,7 +234,11 @@ def split_personaliser(
             item_vectors=encode_items(enc, vdata),
             factors_digest=factors_digest(emb.item_factors),
         )
-    return Personaliser(dataclasses.replace(bundle, **replaced), personaliser_config), data
+    with tempfile.TemporaryDirectory(prefix="vitrine-ranker-") as folder:  # the ranker as a bundle holds it
+        ranker = fit_ranker(train_events, store_catalogue, config.weighting, config.ranker, seed=config.seed)
+        save_ranker(ranker, Path(folder))
+        split = Personaliser(dataclasses.replace(bundle, **replaced), personaliser_config, ranker_folder=Path(folder))
+    return split, data
 
 
 def grounded_recall(
@@ -242,7 +252,8 @@ def grounded_recall(
     seed: int,
     show_progress: bool = True,
 ) -> dict:
-    """Recall of the items grounded to each shopper's set vs plain top-K, against held-out purchases."""
+    """Recall of the items grounded to each shopper's set vs the served top-K (the ranker's, or the embeddings'
+    in a bundle without one) at K = the set's distinct grounded items, against held-out purchases."""
     bought = test_events[test_events["event_type"].astype(str) == "purchase"]
     by_user = bought.groupby("user_id")["item_id"].agg(lambda s: set(map(str, s)))
     warm = [u for u in by_user.index if personaliser.bundle.embeddings.user_index(u) >= 0]
@@ -251,7 +262,13 @@ def grounded_recall(
     rng = np.random.default_rng(seed)
     sample = rng.choice(warm, min(users, len(warm)), replace=False)
     emb = personaliser.bundle.embeddings
-    rows = {"grounded": [], "grounded_conditioning_only": [], "top_k": [], "top_k_with_image": []}
+    rows: dict[str, list[float]] = {
+        "grounded": [],
+        "grounded_conditioning_only": [],
+        "top_k": [],
+        "top_k_embeddings": [],
+        "top_k_with_image": [],
+    }
     sizes, likeness = [], []
     with_image = np.zeros(len(emb.item_ids), dtype=bool)
     rows_img = emb.item_indices(list(personaliser.bundle.retriever.item_ids))
@@ -266,9 +283,10 @@ def grounded_recall(
                 likeness.append(np.mean([it.similarity for img in s.images for it in img.nearest]))
         k = len(got["grounded"])
         sizes.append(k)
+        got["top_k"] = personaliser.recommended_items(str(user), k)  # what serving ranks: the ranker
         vec = personaliser.shoppers.user_vector(str(user))
         top, _ = emb.recommend(vec, k)
-        got["top_k"] = list(emb.item_ids[top])
+        got["top_k_embeddings"] = list(emb.item_ids[top])
         top_i, _ = emb.recommend(vec, k, exclude=np.flatnonzero(~with_image))
         got["top_k_with_image"] = list(emb.item_ids[top_i])
         for name, items in got.items():
@@ -349,7 +367,9 @@ def evaluate_personalisation(
     store = read_store(data_path)
     test_days = test_days or held_out_days(store.events, users)
     split = time_split(store.events, test_days=test_days)
-    split_p, data = split_personaliser(bundle, split.train, config, images, pconfig, show_progress=show_progress)
+    split_p, data = split_personaliser(
+        bundle, split.train, config, images, pconfig, store_catalogue=store.catalogue, show_progress=show_progress
+    )
     report["held_out_purchases"] = {
         "split": {**split.describe(), "test_days": test_days},
         **grounded_recall(
@@ -411,7 +431,7 @@ def render(report: dict) -> str:
         lines.append(f"\nHidden-taste match ({h['users']} shoppers; judged class and colour in the hidden top-2)")
         lines.append(
             f"  personalised sets {h['personalised']:.3f} · conditioning only {h['conditioning_only']:.3f} · "
-            f"popular {h['popular']:.3f}  →  {h['ratio_to_popular']:.2f}× popular (goal ≥ 3×), "
+            f"popular {h['popular']:.3f}  →  {h['ratio_to_popular']:.2f}× popular (goal ≥ {GOALS['taste_ratio']:g}×), "
             f"{h['ratio_to_conditioning_only']:.2f}× conditioning only"
         )
     g = report["held_out_purchases"]
@@ -421,8 +441,10 @@ def render(report: dict) -> str:
     )
     lines.append(
         f"  recall: grounded {g['grounded']:.4f} · grounded, conditioning only {g['grounded_conditioning_only']:.4f} "
-        f"· top-K {g['top_k']:.4f} · top-K of items with images {g['top_k_with_image']:.4f}  →  "
-        f"{g['ratio_to_top_k']:.3f}× top-K [95% CI {g['ratio_ci95'][0]:.2f}, {g['ratio_ci95'][1]:.2f}] (goal ≥ 0.90×)"
+        f"· served top-K {g['top_k']:.4f} · embeddings' top-K {g.get('top_k_embeddings', float('nan')):.4f} "
+        f"(of items with images {g['top_k_with_image']:.4f})  →  "
+        f"{g['ratio_to_top_k']:.3f}× served top-K [95% CI {g['ratio_ci95'][0]:.2f}, {g['ratio_ci95'][1]:.2f}] "
+        f"(goal ≥ {GOALS['grounded_recall_ratio']:.2f}×)"
     )
     lines.append(f"  mean cosine similarity of an image and its grounded items: {g['mean_item_similarity']:.3f}")
     return "\n".join(lines)

@@ -4,6 +4,10 @@ All models are fitted on the same training period and scored on the same held-ou
 in training (warm) and for all test shoppers (unseen ones get each model's fallback: recent best sellers).
 Baselines: global popularity, recent popularity (last day), repurchase + popularity, implicit's ALS, BPR,
 cosine item-kNN and BM25 item-kNN.
+
+Vitrine's recommender is measured as a bundle carries it and serving loads it (:class:`ServedRanker`): fitted
+by the training step (``fit_ranker``), written as the bundle's ``ranker/`` folder, read back by serving's
+loader and asked for each shopper's top-K through serving's own ranker object.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ from engine.recommend.baselines import (
     RepurchaseRecommender,
     build_interactions,
 )
+from engine.recommend.ranker_files import save_ranker
 from engine.recommend.ranking import build_task, paired_ratio_ci, per_user_metrics, recommend_all, task_metrics
-from engine.recommend.reranker import RerankerConfig, RerankRecommender
+from engine.recommend.reranker import RerankerConfig, RerankRecommender, fit_ranker
+from engine.serving.ranker import ShopperRanker
 from features.readers import read_store
-from features.split import TimeSplit, prices_as_of, time_split, validation_splits
+from features.split import TimeSplit, time_split, validation_splits
 from features.weighting import WeightingConfig
 from models.embeddings import EmbeddingConfig
 from models.io import write_json
@@ -36,8 +42,40 @@ from models.io import write_json
 logger = logging.getLogger(__name__)
 
 
+class ServedRanker:
+    """Vitrine's ranker as the storefront gets it: ``fit`` trains it as `vitrine train` does, writes the bundle's
+    ``ranker/`` folder and loads it back with serving's loader; ``recommend`` asks serving's ranker
+    (:meth:`ShopperRanker.top_items`) by shopper id."""
+
+    name = RerankRecommender.name
+
+    def __init__(self, config: RerankerConfig, *, catalogue: pd.DataFrame, weighting: WeightingConfig, seed: int):
+        self.config = config
+        self.catalogue = catalogue  # with an item_id column: group, attributes, listed price
+        self.weighting = weighting
+        self.seed = seed
+
+    def fit(self, data) -> ServedRanker:
+        import tempfile
+
+        events = data.events.drop(columns=["user_row", "item_row", "weight"])
+        ranker = fit_ranker(events, self.catalogue, self.weighting, self.config, seed=self.seed)
+        self.training_ = ranker.training_
+        with tempfile.TemporaryDirectory(prefix="vitrine-ranker-") as folder:
+            save_ranker(ranker, Path(folder))
+            self.served_ = ShopperRanker.load(Path(folder))
+        self.users_, self.items_ = data.users, data.items
+        return self
+
+    def recommend(self, user_rows: np.ndarray, k: int) -> np.ndarray:
+        ids = [str(self.users_.ids_[r]) if r >= 0 else "" for r in user_rows]
+        top = self.served_.top_items(ids, k)
+        return np.stack([self.items_.transform(np.asarray(t, dtype=object)) for t in top])
+
+
 def recommender_suite(catalogue, weighting: WeightingConfig, test_days: int, seed: int) -> list:
-    """The baselines and Vitrine's recommender; ``catalogue`` is indexed by item_id (group, attributes, price)."""
+    """The baselines and Vitrine's recommender as served; ``catalogue`` has an item_id column (group,
+    attributes, price)."""
     recent = lambda: PopularityRecommender(window_days=1)  # noqa: E731 - a fresh fallback per model
     return [
         PopularityRecommender(),
@@ -52,12 +90,7 @@ def recommender_suite(catalogue, weighting: WeightingConfig, test_days: int, see
         ),
         ItemKNNRecommender("cosine", recent()),
         ItemKNNRecommender("bm25", recent()),
-        RerankRecommender(
-            RerankerConfig(label_days=test_days),
-            catalogue=catalogue,
-            weighting=weighting,
-            seed=seed,
-        ),
+        ServedRanker(RerankerConfig(label_days=test_days), catalogue=catalogue, weighting=weighting, seed=seed),
     ]
 
 
@@ -76,10 +109,9 @@ def score_split(
     weighting = WeightingConfig(half_life_days=half_life_days)
     data = build_interactions(split.train, weighting)
     task = build_task(split.test, data.users.index_, data.items.index_)
-    priced = prices_as_of(catalogue, split.train).set_index("item_id")
     results, warm_ap = {}, {}
     relevant_warm = [r for r, w in zip(task.relevant, task.warm, strict=True) if w]
-    for rec in tqdm(suite(priced, weighting, test_days, seed), desc="recommenders", disable=not show_progress):
+    for rec in tqdm(suite(catalogue, weighting, test_days, seed), desc="recommenders", disable=not show_progress):
         started = time.perf_counter()
         rec.fit(data)
         fitted = time.perf_counter() - started

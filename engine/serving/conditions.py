@@ -65,6 +65,7 @@ class ConditionModel:
         # distinct conditions of the catalogue (n_conditions, n_attributes), and each embedding item's (-1: none)
         self.codes, cond_of_item = np.unique(bundle.codes, axis=0, return_inverse=True)
         cond_of_item = cond_of_item.ravel()
+        self.of_catalogue_row = cond_of_item  # (n_catalogue_items,) each catalogue item's condition
         self._of_embedding_item = np.full(len(bundle.embeddings.item_ids), -1, dtype=np.int64)
         rows = bundle.embedding_rows
         self._of_embedding_item[rows[rows >= 0]] = cond_of_item[rows >= 0]
@@ -89,6 +90,18 @@ class ConditionModel:
         weights = 1.0 / np.log2(np.arange(2, len(top) + 2))
         p = np.bincount(self._of_embedding_item[top], weights=weights, minlength=len(self.codes))
         return p / p.sum()
+
+    def of_items(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p(condition | shopper), support) from the shopper's ranked items, given as catalogue rows best first
+        (-1 for an item the catalogue lacks): the same rank weights as :meth:`distribution`; popularity when
+        none of them is in the catalogue."""
+        rows = np.asarray(rows, dtype=np.int64)
+        weights = 1.0 / np.log2(np.arange(2, len(rows) + 2))
+        keep = rows >= 0
+        conds = self.of_catalogue_row[rows[keep]]
+        p = np.bincount(conds, weights=weights[keep], minlength=len(self.codes))
+        support = np.bincount(conds, minlength=len(self.codes))
+        return (p / p.sum() if p.sum() > 0 else self.popular), support
 
     def support(self, user_vector: np.ndarray | None) -> np.ndarray:
         """How many of the shopper's top items fall in each condition (zeros without a vector)."""

@@ -3,9 +3,10 @@
 For each image, the ``grounding_pool``·k nearest catalogue items by image features (FAISS) that pass the
 catalogue filters (in stock, class allowed), plus the shopper's best items of the image's condition
 (``condition_grounding``: what the image was generated to show, found by attribute rather than by pixels).
-The shopper's score (u · v, or u · f(image) calibrated to the factors' scale for items without interactions)
-picks k per image, each item used once per set and given to the image it resembles most; they are listed by
-similarity.
+The shopper's score picks k per image, each item used once per set and given to the image it resembles
+most; they are listed by similarity. The score (:meth:`Grounder.shopper_scores`) puts the bundle's ranker's
+candidates first, in its order, then every other item by u · v (or u · f(image) calibrated to the factors'
+scale for items without interactions).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from engine.artifacts.bundle import Bundle
 from engine.serving.catalogue import Catalogue
 from engine.serving.config import PersonaliserConfig
+from engine.serving.ranker import Ranking
 from engine.serving.types import NearestItem
 
 
@@ -112,6 +114,24 @@ class Grounder:
         # the retriever's vectors, for the similarity of condition-matched items (n_indexed × feature_dim floats)
         self.index_features = bundle.retriever.stored_vectors() if config.condition_grounding else None
         self.index_vectors, self.index_offsets = item_space_vectors(bundle)
+        self._index_rows = {str(item): k for k, item in enumerate(bundle.retriever.item_ids)}
+
+    def shopper_scores(self, user_vector: np.ndarray | None, ranking: Ranking | None) -> np.ndarray | None:
+        """(n_indexed,) the shopper's score of every indexed item, or None without a vector or a ranking.
+
+        Without a ranking: u · v (u · f(image) calibrated, for items without interactions). With one, the
+        ranker's candidates come first, in its order, with scores in (1, 2]; every other item keeps the order
+        of u · v, squashed into (0, 1) (0.5 for all without a vector)."""
+        base = None
+        if user_vector is not None:
+            base = self.index_vectors @ np.asarray(user_vector, dtype=np.float32) + self.index_offsets
+        if ranking is None:
+            return base
+        out = 0.5 * np.ones(len(self._index_rows)) if base is None else 1.0 / (1.0 + np.exp(-base.astype(np.float64)))
+        rows = np.array([self._index_rows.get(str(i), -1) for i in ranking.item_ids], dtype=np.int64)
+        position = np.flatnonzero(rows >= 0)
+        out[rows[position]] = 2.0 - position / max(len(rows), 1)
+        return out
 
     def _with_condition_items(
         self,
@@ -155,6 +175,7 @@ class Grounder:
         *,
         features: np.ndarray | None = None,  # (B, feature_dim) unit image features, instead of images
         user_vector: np.ndarray | None = None,
+        ranking: Ranking | None = None,
         classes: tuple[str, ...] | None = None,
         in_stock_only: bool = True,
         distinct: bool = False,
@@ -162,8 +183,8 @@ class Grounder:
     ) -> list[list[NearestItem]]:
         """The k nearest catalogue items of each image by image features, after the catalogue filters.
 
-        With a shopper vector, the ``grounding_pool``·k nearest that pass the filters are re-ranked by the
-        shopper's score (u · v; u · f(image) for items without interactions) and the best k kept; they are
+        With a shopper vector or ranking, the ``grounding_pool``·k nearest that pass the filters are re-ranked
+        by the shopper's score (:meth:`shopper_scores`) and the best k kept; they are
         listed by similarity, most similar first. ``distinct`` (with a shopper vector) keeps the images' items
         apart: (image, item) pairs of all pools are taken best shopper score first, each item by one image
         only, until every image has k; an image whose pool runs dry keeps its best items even if shared.
@@ -180,7 +201,8 @@ class Grounder:
         retriever = self.bundle.retriever
         total = len(retriever)
         keep = self._filter(classes, in_stock_only)
-        want = k * self.config.grounding_pool if user_vector is not None else k
+        shopper = self.shopper_scores(user_vector, ranking)
+        want = k * self.config.grounding_pool if shopper is not None else k
         want = min(want, int(keep.sum()))
         search = min(total, max(want, k) * (1 if keep.all() else 4))
         while True:
@@ -189,9 +211,6 @@ class Grounder:
             if enough or search >= total:
                 break
             search = min(total, search * 4)
-        shopper = None
-        if user_vector is not None:
-            shopper = self.index_vectors @ np.asarray(user_vector, dtype=np.float32) + self.index_offsets
         pools = []
         for srow, irow in zip(sims, rows, strict=True):
             ok = (irow >= 0) & keep[np.maximum(irow, 0)]

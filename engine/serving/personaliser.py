@@ -1,8 +1,10 @@
 """The Personaliser: from a shopper to a set of generated product images, each linked to real items.
 
 For a shopper with a vector u (stored, or folded in from their events: ``conditions.ShopperVectors``):
-1. p(condition | shopper) from their top items (``conditions.ConditionModel``); for a new shopper with no
-   events, catalogue popularity, so a new shopper gets popular, varied products instead of an error;
+1. p(condition | shopper) from their top items (``conditions.ConditionModel``): ranked by the bundle's ranker
+   (``ranker.ShopperRanker``: candidate sources + LightGBM, the session's events as features) where the bundle
+   has one, else by u · v; for a new shopper with no events, catalogue popularity, so a new shopper gets
+   popular, varied products instead of an error;
 2. n distinct conditions drawn from it (Gumbel-top-k);
 3. one image per condition from the EMA generator, its noise seeded by (user, bundle version, slot), so the
    same request gives the same images;
@@ -18,7 +20,7 @@ With a visual encoder in the bundle and a shopper vector, steps 2–4 become:
     raising the shopper's visual preference while the discriminator keeps the images realistic. The optimised
     z goes to the latent store (``latents``) under a digest that the signed image id carries (``image_ids``),
     so any worker that shares the store can regenerate the exact image;
-4'. grounding re-ranked by the shopper's score, each item once per set.
+4'. grounding re-ranked by the shopper's score (the ranker's candidates first), each item once per set.
 Sets are cached per (shopper, session state, n, neighbours, filters) for the life of the bundle.
 """
 
@@ -28,11 +30,13 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.artifacts.bundle import Bundle
+from engine.artifacts.registry import BundleRefused
 from engine.serving.cache import LruCache
 from engine.serving.catalogue import Catalogue
 from engine.serving.conditions import ConditionModel, ShopperVectors
@@ -53,6 +57,7 @@ from engine.serving.preference import (
     mmr_relevance,
     select_diverse,
 )
+from engine.serving.ranker import Ranking, ShopperRanker
 from engine.serving.sessions import SessionEvent
 from engine.serving.types import Explanation, GeneratedImage, ImageSet, NearestItem, UnknownImage
 from models.pixels import to_png, to_uint8
@@ -74,7 +79,9 @@ class Personaliser:
     """One bundle's image sets and images, composed of its parts (each a public attribute).
 
     ``key`` signs the image ids (default: a random key, so ids are valid for this Personaliser only);
-    ``latents`` keeps the optimised latent codes their ids refer to (default: in this process). Workers that
+    ``latents`` keeps the optimised latent codes their ids refer to (default: in this process);
+    ``ranker_folder`` is the ranker to load (default: the bundle's ``ranker/``; evaluations pass one refitted
+    on their training days). Workers that
     must render each other's ids share both (``Service`` passes them).
     """
 
@@ -85,6 +92,7 @@ class Personaliser:
         *,
         key: bytes | None = None,
         latents: LatentStore | None = None,
+        ranker_folder: Path | None = None,
     ) -> None:
         self.bundle = bundle
         self.config = config or PersonaliserConfig()
@@ -94,6 +102,7 @@ class Personaliser:
         self.generator = ImageGenerator(bundle)
         self.preference = PreferenceOptimiser(bundle, self.config)
         self.grounding = Grounder(bundle, self.catalogue, self.config)
+        self.ranker = self._load_ranker(ranker_folder or bundle.path / "ranker") if self.config.ranker else None
         self.ids = ImageIdCodec(bundle.version, self.conditions.codes, key or secrets.token_bytes(32))
         self.latents: LatentStore = latents if latents is not None else MemoryLatentStore()
         self._pngs: LruCache[bytes] = LruCache(self.config.cache_size)
@@ -103,6 +112,33 @@ class Personaliser:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    def _load_ranker(self, folder: Path) -> ShopperRanker | None:
+        if not folder.is_dir():  # bundles trained before the ranker was part of them
+            logger.warning("bundle %s has no ranker; shoppers are ranked by the embeddings", self.version)
+            return None
+        try:
+            return ShopperRanker.load(folder)
+        except Exception as exc:  # any failure to read it refuses the bundle, never the request
+            raise BundleRefused(f"bundle {self.version} refused: its ranker failed to load ({exc})") from exc
+
+    def rank(self, user_id: str, session: list[SessionEvent] | None = None) -> Ranking | None:
+        """The shopper's ranked candidates from the bundle's ranker; None without a ranker or any evidence."""
+        return self.ranker.rank(user_id, session) if self.ranker is not None else None
+
+    def recommended_items(self, user_id: str, k: int, *, session: list[SessionEvent] | None = None) -> list[str]:
+        """The shopper's top-k item ids as serving ranks them: the ranker's (filled with recent best sellers),
+        or without a ranker the embeddings' u · v (popular items for a shopper without a vector)."""
+        if self.ranker is not None:
+            ranking = self.ranker.rank(user_id, session)
+            fill = self.ranker.popular
+            return ranking.top(k, fill) if ranking is not None else [str(i) for i in fill[:k]]
+        vector, _ = self._shopper(user_id, session)
+        emb = self.bundle.embeddings
+        if vector is None:
+            return [str(i) for i in self.catalogue.item_ids[np.argsort(-self.catalogue.popularity, kind="stable")[:k]]]
+        top, _ = emb.recommend(vector, k)
+        return [str(i) for i in emb.item_ids[top]]
 
     def _shopper(self, user_id: str, session: list[SessionEvent] | None) -> tuple[np.ndarray | None, str]:
         """The shopper's vector and the strategy it implies (``session``, ``personalised`` or ``cold_start``)."""
@@ -145,8 +181,15 @@ class Personaliser:
             self._keep_latents(hit[1])
             return dataclasses.replace(hit[0], cached=True)
         vector, strategy = self._shopper(user_id, session)
-        p = self.conditions.restrict(self.conditions.distribution(vector), allowed)
-        support = self.conditions.support(vector)
+        ranking = self.rank(user_id, session)
+        if ranking is not None:
+            if strategy == "cold_start":  # a new shopper whose session only the ranker's items cover
+                strategy = "session"
+            top = ranking.top(cfg.top_items, self.ranker.popular if self.ranker is not None else np.empty(0))
+            p, support = self.conditions.of_items(np.array([self.catalogue.rows.get(i, -1) for i in top]))
+        else:
+            p, support = self.conditions.distribution(vector), self.conditions.support(vector)
+        p = self.conditions.restrict(p, allowed)
         use_opt = self.preference.available and vector is not None and (optimise is None or optimise)
         m = n * cfg.pool_factor if use_opt else n
         chosen = self.conditions.choose(p, m, stable_seed(user_id, self.version, "conditions", len(session or ())))
@@ -171,6 +214,7 @@ class Personaliser:
             neighbours,
             features=unit,
             user_vector=vector,
+            ranking=ranking,
             classes=allowed,
             in_stock_only=in_stock_only,
             distinct=cfg.distinct_grounding,

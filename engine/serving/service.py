@@ -181,6 +181,13 @@ class Service:
         """A catalogue item's photo on disk, or None."""
         return self.personaliser.catalogue.image_path(item_id)
 
+    def recommended_items(self, user_id: str, k: int, *, session_id: str | None = None) -> tuple[list[str], str, str]:
+        """(the shopper's top-k item ids as serving ranks them, what ranked them: ``ranker`` or ``embeddings``,
+        the bundle version); the session's events, if any, count as the shopper's latest."""
+        p = self.personaliser  # one bundle for the whole answer, even if a promotion lands meanwhile
+        items = p.recommended_items(user_id, k, session=self._session(session_id))
+        return items, "ranker" if p.ranker is not None else "embeddings", p.version
+
     def known_users(self, k: int) -> list[str]:
         """The first ``k`` shoppers the serving model knows (the demo page's picker)."""
         return self.personaliser.catalogue.known_users(k)

@@ -22,7 +22,9 @@ import torch
 from engine.artifacts.registry import ArtifactRegistry, component_manifest
 from engine.recommend.baselines import FactorRecommender, PopularityRecommender, Recommender, build_interactions
 from engine.recommend.factors import fit_embeddings
+from engine.recommend.ranker_files import save_ranker
 from engine.recommend.ranking import build_task, evaluate
+from engine.recommend.reranker import fit_ranker
 from engine.training.config import TrainConfig
 from engine.training.visual import train_visual, validate_visual, visual_data
 from features.matrix import interaction_matrix
@@ -170,6 +172,16 @@ def embeddings_into(
             ),
         )
     return validation, matrix, items
+
+
+def ranker_into(rank_dir: Path, store: StoreData, config: TrainConfig, timer: Timer, manifest: Manifests) -> dict:
+    """Fit the ranker (candidate sources + LightGBM) on every event and save it: what serving ranks with."""
+    with timer.step("train the ranker on all events"):
+        ranker = fit_ranker(store.events, store.catalogue, config.weighting, config.ranker, seed=config.seed)
+        save_ranker(ranker, rank_dir)
+        write_json(rank_dir / "manifest.json", manifest("ranker", config_to_dict(config.ranker), ranker.training_))
+    logger.info("ranker: %s", ranker.training_)
+    return ranker.training_
 
 
 def item_popularity(catalogue: pd.DataFrame, matrix: sp.csr_matrix, items: IdVocabulary) -> np.ndarray:

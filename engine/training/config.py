@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.recommend.reranker import RerankerConfig
 from engine.training.classifier import ClassifierTrainConfig
 from engine.training.gan import GANTrainConfig
 from engine.training.visual import VisualTrainConfig
@@ -49,6 +50,7 @@ class TrainConfig:
     eval_k: int = 10
     weighting: WeightingConfig = field(default_factory=WeightingConfig)
     embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    ranker: RerankerConfig = field(default_factory=RerankerConfig)  # what serving ranks shoppers with
     gan: GANArch = field(default_factory=GANArch)
     gan_training: GANTrainConfig = field(default_factory=GANTrainConfig)
     classifier: ClassifierArch = field(default_factory=ClassifierArch)
@@ -106,6 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # For tests: seconds, not minutes. The models are real but barely trained.
     "tiny": {
         "embeddings": {"factors": 16, "iterations": 5},
+        "ranker": {"bag": 1, "max_iter": 20, "max_label_windows": 5, "embeddings": {"factors": 8, "iterations": 3}},
         "gan": {"g_width": 8, "d_width": 8, "max_width": 32, "z_dim": 16, "embed_dim": 8},
         "gan_training": {"steps": 4, "batch_size": 8, "log_every": 2},
         "classifier": {"width": 8, "feature_dim": 16},

@@ -27,6 +27,7 @@ from engine.training.components import (
     embeddings_into,
     image_features,
     item_popularity,
+    ranker_into,
     staged_bundle,
     validate_embeddings,
     visual_into,
@@ -128,6 +129,7 @@ def _train_into(
     )
 
     validation, matrix, items = embeddings_into(out / "embeddings", store, config, timer, manifest, show_progress)
+    ranker = ranker_into(out / "ranker", store, config, timer, manifest)
     vis.items["popularity"] = item_popularity(vis.items, matrix, items)
     cat_dir = out / "catalogue"
     cat_dir.mkdir()
@@ -218,7 +220,7 @@ def _train_into(
             ),
         )
 
-    metrics = {"validation": validation, "classifier": cmetrics, "generator": {"steps": result.steps}}
+    metrics = {"validation": validation, "ranker": ranker, "classifier": cmetrics, "generator": {"steps": result.steps}}
     if config.visual.enabled:
         with timer.step("train visual encoder (DVBPR)"):
             metrics["visual"] = visual_into(

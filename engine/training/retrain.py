@@ -23,6 +23,7 @@ from engine.training.components import (
     data_record,
     embeddings_into,
     item_popularity,
+    ranker_into,
     staged_bundle,
     visual_into,
 )
@@ -97,16 +98,17 @@ def retrain_embeddings(
         validation, matrix, items = embeddings_into(
             staging / "embeddings", store, config, timer, manifest, show_progress
         )
+        ranker = ranker_into(staging / "ranker", store, config, timer, manifest)
         catalogue = pd.read_parquet(parent_dir / "catalogue" / "items.parquet")
         catalogue["popularity"] = item_popularity(catalogue, matrix, items)
         (staging / "catalogue" / "items.parquet").unlink()  # a hard link to the parent's: replace, never write
         catalogue.to_parquet(staging / "catalogue" / "items.parquet", index=False)
-        metrics = {**parent_manifest.get("metrics", {}), "validation": validation}
+        metrics = {**parent_manifest.get("metrics", {}), "validation": validation, "ranker": ranker}
         bundle_manifest = manifest.bundle(
             config,
             metrics,
             version=version,
-            retrained=["embeddings"],
+            retrained=["embeddings", "ranker"],
             since=since.isoformat() if since else None,
             data=data_record(store, data_path, service_events),
             seconds=timer.seconds,
@@ -144,7 +146,8 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
     # The visual component's manifest names its own parents (embeddings, classifier, generator).
     manifest = Manifests(config.seed, fingerprint, parents=[parent])
     with staged_bundle(registry, fingerprint) as (version, staging):
-        _share(parent_dir, staging, ("catalogue", "embeddings", "classifier", "generator", "index"))
+        kept = ("catalogue", "embeddings", "classifier", "generator", "index", "ranker")
+        _share(parent_dir, staging, tuple(c for c in kept if (parent_dir / c).is_dir()))
         catalogue = pd.read_parquet(parent_dir / "catalogue" / "items.parquet")
         root = read_json(parent_dir / "catalogue" / "manifest.json").get("image_root")
         if not root:

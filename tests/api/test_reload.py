@@ -37,7 +37,7 @@ def test_retrained_bundle_shares_the_parents_generator_and_records_its_parent(tw
     from models.io import read_json
 
     manifest = read_json(root / new / "manifest.json")
-    assert manifest["parents"] == [old] and manifest["retrained"] == ["embeddings"]
+    assert manifest["parents"] == [old] and manifest["retrained"] == ["embeddings", "ranker"]
     name = "generator/generator_ema.safetensors"
     assert (root / old / name).read_bytes() == (root / new / name).read_bytes()
 

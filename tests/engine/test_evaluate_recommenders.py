@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from engine.evaluation.recommenders import evaluate_recommenders, render
+from engine.evaluation.recommenders import ServedRanker, evaluate_recommenders, render
 from engine.recommend.baselines import ItemKNNRecommender, PopularityRecommender, RepurchaseRecommender
 from engine.recommend.reranker import RerankerConfig, RerankRecommender
 from features.split import validation_splits
@@ -43,7 +43,12 @@ def test_validation_report_scores_each_period_and_never_the_test_period(demo_sto
         return [
             RepurchaseRecommender(recent),
             ItemKNNRecommender("bm25", recent),
-            RerankRecommender(RerankerConfig(label_days=test_days, label_windows=2, bag=1, max_iter=20), seed=seed),
+            ServedRanker(
+                RerankerConfig(label_days=test_days, label_windows=2, bag=1, max_iter=20),
+                catalogue=catalogue,
+                weighting=weighting,
+                seed=seed,
+            ),
         ]
 
     report = evaluate_recommenders(demo_store, test_days=3, k=5, validation_periods=2, suite=suite, show_progress=False)
