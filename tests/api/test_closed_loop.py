@@ -4,6 +4,7 @@ arm does neither; the report's per-day figures come with intervals around them."
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -124,3 +125,18 @@ def test_population_and_visits_are_seeded(demo_store):
     ]
     rate = np.mean([len(day) for day in a]) / len(population)
     assert 0.3 < rate < 1.0
+
+
+def test_the_cli_runs_the_loop_on_subprocess_servers(trained_artifacts, demo_store, tmp_path, capsys):
+    from engine.cli import main
+
+    root, _ = trained_artifacts
+    out = tmp_path / "loop.json"
+    args = ["--days", "2", "--shoppers", "16", "--visit-rate", "0.8", "--no-progress", "--out", str(out)]
+    assert main(["experiments", "simulate", "loop", "--store", str(demo_store), "--artifacts", str(root), *args]) == 0
+    assert "paired permutation p" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    [night] = report["nights"]
+    assert night["arm"] == RETRAINED and night["served"] == report["starting_bundle"] != night["next"]
+    assert report["days"][1][RETRAINED]["bundle_versions"] == [night["next"]]
+    assert report["days"][1][FROZEN]["bundle_versions"] == [report["starting_bundle"]]
