@@ -67,3 +67,11 @@ def test_nothing_heavy_happens_at_import_time():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_command_line_parser_imports_no_torch():
+    """`vitrine --help` and every argument error answer at once: building the parser loads no model code."""
+    heavy = "{'torch', 'faiss', 'lightgbm'}"
+    code = f"import sys; from engine.cli import build_parser; build_parser(); print(sorted({heavy} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -86,7 +86,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, needs_data: bool = True) -> None:
-    from engine.evaluation.generator_runs import DATASETS
+    from engine.evaluation.generator_choices import DATASETS
 
     if needs_data:
         p.add_argument("--dataset", required=True, choices=DATASETS)
@@ -108,7 +108,7 @@ def register(
     bench_sub: argparse._SubParsersAction,
 ) -> None:
     """Add the ``generator`` subcommand under ``train``, ``evaluate`` and ``bench``."""
-    from engine.evaluation.generator_runs import MODELS
+    from engine.evaluation.generator_choices import MODELS
 
     t = train_sub.add_parser("generator", help="train the conditional GAN or VAE on a labelled image dataset")
     _common(t)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.evaluation.generator_choices import DATASETS, MODELS
 from engine.training.gan import GANTrainConfig, train_gan
 from engine.training.scaffold import LoopConfig, changed_settings
 from engine.training.vae import VAETrainConfig, train_vae
@@ -40,8 +41,6 @@ from models.vae import ConditionalVAE, VAEConfig
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("fashion_mnist", "myntra", "hm", "demo")
-MODELS = ("gan", "vae")
 RUN_SCHEMA = 1
 
 
