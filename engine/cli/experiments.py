@@ -112,6 +112,7 @@ def _simulate_loop(args: argparse.Namespace) -> int:
         settings,
         seeds=range(args.seed, args.seed + args.seeds),
         workdir=optional_path(args.workdir),
+        nightly_ranker_bag=args.nightly_ranker_bag or None,
         show_progress=progress(args),
     )
     report = loop.report
@@ -168,6 +169,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--visit-rate", type=float, default=0.3, help="loop: chance a shopper visits on a day (0.3)")
     sim.add_argument(
         "--compare-from", type=int, help="loop: compare the arms over this day to the last (default: the second half)"
+    )
+    sim.add_argument(
+        "--nightly-ranker-bag",
+        type=int,
+        default=1,
+        help="loop: LightGBM models in each nightly ranker (default 1, so a night takes seconds; 0: the bundle's own)",
     )
     sim.add_argument("--out", help="loop: also write the report as JSON to this file")
     sim.add_argument("--workdir", help="loop: keep each arm's registry and event store here (default: temporary)")

@@ -35,8 +35,10 @@ from engine.artifacts.registry import ArtifactRegistry
 from engine.experiments.http_api import ApiClient, local_api
 from engine.experiments.loop import Arm, LoopRun, LoopSettings, loop_start, make_population, run_loop
 from engine.experiments.loop_report import loop_report
+from engine.training.config import TrainConfig, build_config
 from engine.training.retrain import retrain_embeddings
 from engine.world.tastes import Taste
+from models.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +57,19 @@ class ClosedLoop:
     starting_bundle: str
 
 
-def nightly_retrain(store: Path, artifacts: Path, database_url: str) -> str:
-    """Retrain the serving bundle's embeddings on ``store``'s logs plus the events at ``database_url`` and make
-    the new bundle serve. Promotion is forced: the key metric is validated on the last days of the log, which
-    the loop's own events keep moving, so the gate would compare bundles on different data."""
-    version, _ = retrain_embeddings(store, artifacts, events=[database_url], show_progress=False)
+def nightly_retrain(store: Path, artifacts: Path, database_url: str, *, ranker_bag: int | None = None) -> str:
+    """Retrain the serving bundle's embeddings and ranker on ``store``'s logs plus the events at ``database_url``
+    and make the new bundle serve. Promotion is forced: the key metric is validated on the last days of the
+    log, which the loop's own events keep moving, so the gate would compare bundles on different data.
+    ``ranker_bag`` (None: the bundle's own setting) is the number of LightGBM models in the nightly ranker."""
+    config = None
+    if ranker_bag is not None:
+        registry = ArtifactRegistry(artifacts)
+        current = registry.current()
+        manifest = read_json(registry.path(current) / "manifest.json") if current else {}
+        config = build_config(TrainConfig, manifest.get("config", {}), source=f"bundle {current}")
+        config = replace(config, ranker=replace(config.ranker, bag=ranker_bag))
+    version, _ = retrain_embeddings(store, artifacts, events=[database_url], config=config, show_progress=False)
     promote_bundle(ArtifactRegistry(artifacts), version, force=True)
     return version
 
@@ -104,12 +114,14 @@ def run_closed_loop(
     *,
     workdir: Path | None = None,
     api: ApiFactory = _subprocess_api,
+    nightly_ranker_bag: int | None = 1,
     show_progress: bool = True,
 ) -> ClosedLoop:
     """The loop for every seed of ``seeds`` (``settings.seed`` is replaced by each), shoppers from the demo
     store ``store`` (known: users in its logs, with their hidden tastes), starting from ``artifacts``' serving
     bundle (trained on ``store``). Each seed's registries and event stores live under ``workdir`` (default: a
-    temporary folder, removed afterwards). Returns every seed's run and the report
+    temporary folder, removed afterwards). ``nightly_ranker_bag``: LightGBM models in each nightly ranker (1:
+    a night takes seconds rather than minutes; None: the bundle's own). Returns every seed's run and the report
     (:func:`~engine.experiments.loop_report.loop_report`, with the seconds it took)."""
     from engine.world import load_tastes
     from features.readers import read_store
@@ -129,10 +141,15 @@ def run_closed_loop(
         logger.info("both arms start from bundle %s (night 0); the loop starts %s", first, start.isoformat())
         for seed in seeds:
             one = replace(settings, seed=seed)
-            runs.append(_one_seed(store, base, first, known, data.catalogue, one, root, start, api, show_progress))
+            runs.append(
+                _one_seed(
+                    store, base, first, known, data.catalogue, one, root, start, api, show_progress, nightly_ranker_bag
+                )
+            )
     report = loop_report(runs, settings, treated=RETRAINED, control=FROZEN)
     report["settings"]["start"] = start.isoformat()
     report["starting_bundle"] = first
+    report["settings"]["nightly_ranker_bag"] = nightly_ranker_bag
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return ClosedLoop(runs=runs, report=report, starting_bundle=first)
 
@@ -148,6 +165,7 @@ def _one_seed(
     start: datetime,
     api: ApiFactory,
     show_progress: bool,
+    ranker_bag: int | None,
 ) -> LoopRun:
     population = make_population(known, settings)
     with ExitStack() as stack:
@@ -157,7 +175,7 @@ def _one_seed(
             copy_registry(base, folder / "artifacts", first)
             url = f"sqlite:///{(folder / 'events.db').resolve()}"
             client = stack.enter_context(api(folder / "artifacts", url))
-            nightly = _nightly(store, folder / "artifacts", url) if name == RETRAINED else None
+            nightly = _nightly(store, folder / "artifacts", url, ranker_bag) if name == RETRAINED else None
             arms.append(Arm(name, client, nightly))
         t0 = time.perf_counter()
         run = run_loop(population, arms, settings, catalogue=catalogue, start=start, show_progress=show_progress)
@@ -167,5 +185,5 @@ def _one_seed(
         return run
 
 
-def _nightly(store: Path, artifacts: Path, database_url: str) -> Callable[[], str]:
-    return lambda: nightly_retrain(store, artifacts, database_url)
+def _nightly(store: Path, artifacts: Path, database_url: str, ranker_bag: int | None) -> Callable[[], str]:
+    return lambda: nightly_retrain(store, artifacts, database_url, ranker_bag=ranker_bag)
