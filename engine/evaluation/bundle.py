@@ -1,7 +1,7 @@
 """``vitrine evaluate``: measure a bundle against named baselines on the same data; print and write JSON.
 
-1. Ranking — the bundle's embedding config refit on all but the last ``test_days``; Recall/NDCG/MAP@K
-   on the held-out purchases against global popularity.
+1. Ranking — the bundle's embedding config and its ranker (as serving loads it) refit on all but the last
+   ``test_days``; Recall/NDCG/MAP@K on the held-out purchases against global popularity.
 2. Generation — images for every catalogue condition, judged by the attribute classifier (trained on
    real catalogue images only): the share showing the requested class / colour / pattern, beside the
    classifier's accuracy on held-out real images (the ceiling) and chance.
@@ -27,12 +27,17 @@ from tqdm.auto import tqdm
 
 from engine.artifacts.bundle import Bundle, load_bundle
 from engine.artifacts.registry import ArtifactRegistry
+from engine.evaluation.recommenders import ServedRanker
+from engine.recommend.baselines import build_interactions
+from engine.recommend.ranking import build_task, evaluate
 from engine.serving.image_ids import stable_seed
 from engine.serving.personaliser import Personaliser
 from engine.training.classifier import predict
 from engine.training.config import TrainConfig, build_config
 from engine.training.pipeline import validate_embeddings
 from features.readers import read_store
+from features.schema import StoreData
+from features.split import time_split
 from models.io import write_json
 from models.pixels import to_uint8
 
@@ -169,6 +174,16 @@ def served_bundle(artifacts: Path, version: str | None = None) -> tuple[str, Bun
     return version, load_bundle(registry.path(version))
 
 
+def served_ranker_metrics(store: StoreData, config: TrainConfig) -> dict:
+    """The bundle's ranker config fitted on all but the last ``test_days`` (as training fits it), written and
+    loaded as serving loads it, scored on the held-out days: the same split as ``validate_embeddings``."""
+    split = time_split(store.events, test_days=config.test_days)
+    data = build_interactions(split.train, config.weighting)
+    task = build_task(split.test, data.users.index_, data.items.index_)
+    ranker = ServedRanker(config.ranker, catalogue=store.catalogue, weighting=config.weighting, seed=config.seed)
+    return evaluate(ranker.fit(data).recommend, task, config.eval_k)
+
+
 def evaluate_bundle(
     data_path: Path,
     artifacts: Path,
@@ -189,6 +204,8 @@ def evaluate_bundle(
     t = time.perf_counter()
     store = read_store(data_path)
     ranking = validate_embeddings(store, config, show_progress=show_progress)
+    if personaliser.ranker is not None:  # what serving ranks with, refitted on the same split as the bundle ranks
+        ranking["results"]["ranker"] = served_ranker_metrics(store, config)
     timings["ranking"] = round(time.perf_counter() - t, 1)
     report["ranking"] = ranking
     k = ranking["k"]

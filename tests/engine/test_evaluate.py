@@ -13,7 +13,7 @@ def test_evaluation_report_has_every_section_with_baselines(trained_artifacts, d
     data = json.loads(report.json_path.read_text())
     assert data["bundle"] == version
     k = data["ranking"]["k"]
-    for model in ("popularity", "als"):
+    for model in ("popularity", "als", "ranker"):  # the ranker: what serving ranks with
         for group in ("warm", "all"):
             m = data["ranking"]["results"][model][group]
             assert 0.0 <= m[f"recall@{k}"] <= 1.0 and 0.0 <= m[f"ndcg@{k}"] <= 1.0
