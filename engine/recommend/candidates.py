@@ -23,6 +23,7 @@ per labelling window and a learned model on their features.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,7 @@ import scipy.sparse as sp
 from engine.recommend.baselines import Interactions, PopularityRecommender, item_knn_similarity
 from engine.recommend.factors import fit_embeddings
 from engine.recommend.histories import Histories, stored_histories, with_sessions
-from engine.recommend.rows import group_max, nonzero, relative, row_ranks, row_top, session_cooccurrence
+from engine.recommend.rows import group_max, nonzero, onehot, relative, row_ranks, row_top, session_cooccurrence
 
 if TYPE_CHECKING:
     from engine.recommend.reranker import RerankerConfig
@@ -130,13 +131,6 @@ class CandidateSources:
         )
         self._fit_attributes(attributes, n_items)
 
-    @staticmethod
-    def onehot(codes: np.ndarray, n_items: int) -> sp.csr_matrix:
-        known = np.flatnonzero(codes >= 0)
-        return sp.csr_matrix(
-            (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
-        )
-
     def _fit_discounts(self, ev: pd.DataFrame, age: np.ndarray, n_items: int) -> None:
         """Where the log has the price paid: an item's mean price on the last day, and its lowest price, each
         over its highest price in the log (a sale shows as < 1; NaN where unknown)."""
@@ -207,7 +201,7 @@ class CandidateSources:
             values = attributes[col].where(attributes[col].notna() & (attributes[col].astype(str) != ""))
             codes = pd.factorize(values)[0]
             self.codes[col] = codes
-            self.onehots[col] = self.onehot(codes, n_items)
+            self.onehots[col] = onehot(codes, n_items)
         if "price" in attributes and self.paid_price is None:
             price = pd.to_numeric(attributes["price"], errors="coerce").to_numpy(dtype=np.float64)
             self.log_price = np.log(np.where(price > 0, price, np.nan)).astype(np.float32)
@@ -220,8 +214,8 @@ class CandidateSources:
     def _shares(self, hist: sp.csr_matrix) -> dict[str, np.ndarray]:
         """Per attribute, (shoppers, values): the share of each shopper's history strength in each value."""
         out = {}
-        for col, onehot in self.onehots.items():
-            per_user = (hist @ onehot).toarray()
+        for col, values in self.onehots.items():
+            per_user = (hist @ values).toarray()
             per_user /= np.maximum(per_user.sum(axis=1, keepdims=True), 1e-12)
             out[col] = per_user
         return out
@@ -236,14 +230,26 @@ class CandidateSources:
         out[ok] = shares[col][pu[ok], codes[ok]]
         return out
 
+    # ---- per-item lookups the features read for every shopper, made once (serving ranks one shopper a call)
+    @functools.cached_property
+    def best_by_class(self) -> dict[int, np.ndarray]:
+        """Class code → its ``class_candidates`` best sellers (item rows)."""
+        codes = self.codes["class"]
+        best = self.class_rank <= self.config.class_candidates
+        return {int(k): np.flatnonzero(best & (codes == k)) for k in np.unique(codes[best & (codes >= 0)])}
+
+    @functools.cached_property
+    def priced_items(self) -> tuple[sp.dia_matrix, np.ndarray]:
+        """(diagonal 1 for items with a known price, log prices with 0 where unknown)."""
+        priced = ~np.isnan(self.log_price)
+        return sp.diags(priced.astype(np.float32)), np.nan_to_num(self.log_price)
+
     def _class_best_sellers(self, class_share: np.ndarray | None, shape: tuple[int, int]) -> sp.csr_matrix | None:
         """Candidates: the week's best sellers of each shopper's ``top_classes`` classes."""
         c = self.config
         if class_share is None or not c.class_candidates:
             return None
-        codes = self.codes["class"]
-        best = self.class_rank <= c.class_candidates
-        by_class = {k: np.flatnonzero(best & (codes == k)) for k in np.unique(codes[best & (codes >= 0)])}
+        by_class = self.best_by_class
         rows, cols = [], []
         for r in range(class_share.shape[0]):
             top = np.argsort(-class_share[r])[: c.top_classes]
@@ -322,11 +328,9 @@ class CandidateSources:
         )  # days since the shopper's last event
         user_items = np.diff(hist.indptr).astype(np.float32)
         # the shopper's strength-weighted mean log price, over the items whose price is known
-        priced = ~np.isnan(self.log_price)
-        w = hist @ sp.diags(priced.astype(np.float32))
-        user_price = np.asarray(w @ np.nan_to_num(self.log_price)).ravel() / np.maximum(
-            np.asarray(w.sum(axis=1)).ravel(), 1e-12
-        )
+        priced, log_price = self.priced_items
+        w = hist @ priced
+        user_price = np.asarray(w @ log_price).ravel() / np.maximum(np.asarray(w.sum(axis=1)).ravel(), 1e-12)
         own_rel = relative(own, pu, n)
         rebuy = at(h.rebuy) - 1 if h.rebuy is not None else np.full(len(pu), -1.0)
         rebuy[rebuy < 0] = np.nan  # not an own item, or its channel's rate is unknown

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from engine.recommend.candidates import FEATURES, CandidateSources
 from engine.recommend.reranker import Bag, RerankerConfig, RerankRecommender
+from engine.recommend.rows import onehot
 from features.weighting import WeightingConfig
 from models.embeddings import EmbeddingConfig, EmbeddingModel
 from models.io import config_from_dict, config_to_dict, read_json, write_json
@@ -54,7 +55,7 @@ def sources_from_state(
         setattr(src, k, arrays[k])
     src.pop = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("pop.")}
     src.codes = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith("code.")}
-    src.onehots = {col: CandidateSources.onehot(codes, len(src.item_ids)) for col, codes in src.codes.items()}
+    src.onehots = {col: onehot(codes, len(src.item_ids)) for col, codes in src.codes.items()}
     return src
 
 

@@ -79,3 +79,11 @@ def nonzero(matrix: sp.csr_matrix) -> sp.csr_matrix:
     out.eliminate_zeros()
     out.data[:] = 1.0
     return out
+
+
+def onehot(codes: np.ndarray, n_items: int) -> sp.csr_matrix:
+    """(n_items, values) one-hot rows of an attribute's codes; an unknown value (-1) gives an empty row."""
+    known = np.flatnonzero(codes >= 0)
+    return sp.csr_matrix(
+        (np.ones(len(known), np.float32), (known, codes[known])), shape=(n_items, max(codes.max() + 1, 1))
+    )
