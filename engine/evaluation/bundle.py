@@ -113,7 +113,9 @@ def personalisation_metrics(
         top_col = {enc.values_["colour"].index(v) for v in taste.top("colour", top) if v in enc.values_["colour"]}
         seeds = [stable_seed(user, personaliser.version, s) for s in range(n)]
         sources = {
-            "personalised": personaliser.conditions.distribution(personaliser.shoppers.user_vector(user)),
+            "personalised": personaliser.condition_distribution(  # as serving draws them
+                personaliser.shoppers.user_vector(user), personaliser.rank(user)
+            )[0],
             "popular": personaliser.conditions.distribution(None),
             "random": np.full(len(personaliser.conditions.codes), 1.0 / len(personaliser.conditions.codes)),
         }

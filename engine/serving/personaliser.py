@@ -126,6 +126,16 @@ class Personaliser:
         """The shopper's ranked candidates from the bundle's ranker; None without a ranker or any evidence."""
         return self.ranker.rank(user_id, session) if self.ranker is not None else None
 
+    def condition_distribution(
+        self, vector: np.ndarray | None, ranking: Ranking | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(p(condition | shopper), support) as sets are drawn: from the ranker's top ``top_items`` where it ranked
+        the shopper, else from the embeddings' (catalogue popularity without a vector)."""
+        if ranking is not None:
+            top = ranking.top(self.config.top_items, self.ranker.popular if self.ranker is not None else np.empty(0))
+            return self.conditions.of_items(np.array([self.catalogue.rows.get(i, -1) for i in top]))
+        return self.conditions.distribution(vector), self.conditions.support(vector)
+
     def recommended_items(self, user_id: str, k: int, *, session: list[SessionEvent] | None = None) -> list[str]:
         """The shopper's top-k item ids as serving ranks them: the ranker's (filled with recent best sellers),
         or without a ranker the embeddings' u · v (popular items for a shopper without a vector)."""
@@ -182,13 +192,9 @@ class Personaliser:
             return dataclasses.replace(hit[0], cached=True)
         vector, strategy = self._shopper(user_id, session)
         ranking = self.rank(user_id, session)
-        if ranking is not None:
-            if strategy == "cold_start":  # a new shopper whose session only the ranker's items cover
-                strategy = "session"
-            top = ranking.top(cfg.top_items, self.ranker.popular if self.ranker is not None else np.empty(0))
-            p, support = self.conditions.of_items(np.array([self.catalogue.rows.get(i, -1) for i in top]))
-        else:
-            p, support = self.conditions.distribution(vector), self.conditions.support(vector)
+        if ranking is not None and strategy == "cold_start":  # a new shopper whose session only the ranker knows
+            strategy = "session"
+        p, support = self.condition_distribution(vector, ranking)
         p = self.conditions.restrict(p, allowed)
         use_opt = self.preference.available and vector is not None and (optimise is None or optimise)
         m = n * cfg.pool_factor if use_opt else n
