@@ -142,3 +142,13 @@ class ArtifactRegistry:
             fh.write(version + "\n")
         os.replace(tmp, self.root / POINTER)
         logger.info("bundle %s now serves", version)
+
+
+def link_or_copy(src: str, dst: str) -> str:
+    """A ``shutil.copytree`` copy function: a hard link where the file system allows, else a copy. Bundles are
+    immutable, so a new bundle (or another registry) can share the unchanged files of an existing one."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst

@@ -17,7 +17,6 @@ have seen.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from engine.artifacts.promotion import promote_bundle
-from engine.artifacts.registry import ArtifactRegistry
+from engine.artifacts.registry import ArtifactRegistry, link_or_copy
 from engine.experiments.http_api import ApiClient, local_api
 from engine.experiments.loop import Arm, LoopRun, LoopSettings, loop_start, make_population, run_loop
 from engine.experiments.loop_report import loop_report
@@ -90,16 +89,8 @@ def copy_registry(source: Path, into: Path, version: str) -> None:
     """A registry at ``into`` holding ``source``'s bundle ``version`` (hard links where possible: bundles are
     immutable), serving it."""
     registry = ArtifactRegistry(source)
-    shutil.copytree(registry.path(version), ArtifactRegistry(into).path(version), copy_function=_link_or_copy)
+    shutil.copytree(registry.path(version), ArtifactRegistry(into).path(version), copy_function=link_or_copy)
     ArtifactRegistry(into).set_current(version)
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst
 
 
 def _subprocess_api(artifacts: Path, database_url: str) -> AbstractContextManager[ApiClient]:

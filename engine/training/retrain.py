@@ -8,7 +8,6 @@ bundle: `vitrine promote` decides.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import scipy.sparse as sp
 
-from engine.artifacts.registry import ArtifactRegistry
+from engine.artifacts.registry import ArtifactRegistry, link_or_copy
 from engine.training.components import (
     Manifests,
     Timer,
@@ -46,19 +45,10 @@ def _parent(artifacts: Path, parent: str | None, *, purpose: str) -> tuple[Artif
     return registry, parent, parent_dir, read_json(parent_dir / "manifest.json")
 
 
-def _link_or_copy(src: str, dst: str) -> str:
-    """Bundles are immutable, so unchanged components can share files with their parent."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst
-
-
 def _share(parent_dir: Path, staging: Path, components: tuple[str, ...]) -> None:
     """The parent's ``components``, unchanged, in the new bundle (as hard links where the file system allows)."""
     for component in components:
-        shutil.copytree(parent_dir / component, staging / component, copy_function=_link_or_copy)
+        shutil.copytree(parent_dir / component, staging / component, copy_function=link_or_copy)
 
 
 def retrain_embeddings(
