@@ -81,8 +81,8 @@ class Personaliser:
     ``key`` signs the image ids (default: a random key, so ids are valid for this Personaliser only);
     ``latents`` keeps the optimised latent codes their ids refer to (default: in this process);
     ``ranker_folder`` is the ranker to load (default: the bundle's ``ranker/``; evaluations pass one refitted
-    on their training days). Workers that
-    must render each other's ids share both (``Service`` passes them).
+    on their training days). Workers that must render each other's ids share the key and the latent store
+    (``Service`` passes them).
     """
 
     def __init__(
@@ -132,17 +132,22 @@ class Personaliser:
         """(p(condition | shopper), support) as sets are drawn: from the ranker's top ``top_items`` where it ranked
         the shopper, else from the embeddings' (catalogue popularity without a vector)."""
         if ranking is not None:
-            top = ranking.top(self.config.top_items, self.ranker.popular if self.ranker is not None else np.empty(0))
+            top = self._top(ranking, self.config.top_items)
             return self.conditions.of_items(np.array([self.catalogue.rows.get(i, -1) for i in top]))
         return self.conditions.distribution(vector), self.conditions.support(vector)
+
+    def _top(self, ranking: Ranking | None, k: int) -> list[str]:
+        """The ranker's first k for a shopper, filled with its recent best sellers (those alone without a
+        ranking)."""
+        assert self.ranker is not None
+        fill = self.ranker.popular
+        return ranking.top(k, fill) if ranking is not None else [str(i) for i in fill[:k]]
 
     def recommended_items(self, user_id: str, k: int, *, session: list[SessionEvent] | None = None) -> list[str]:
         """The shopper's top-k item ids as serving ranks them: the ranker's (filled with recent best sellers),
         or without a ranker the embeddings' u · v (popular items for a shopper without a vector)."""
         if self.ranker is not None:
-            ranking = self.ranker.rank(user_id, session)
-            fill = self.ranker.popular
-            return ranking.top(k, fill) if ranking is not None else [str(i) for i in fill[:k]]
+            return self._top(self.ranker.rank(user_id, session), k)
         vector, _ = self._shopper(user_id, session)
         emb = self.bundle.embeddings
         if vector is None:
