@@ -37,7 +37,7 @@ evaluate: $(ARTIFACTS)/CURRENT
 	$(BIN)/vitrine evaluate --data $(DEMO_DIR) --artifacts $(ARTIFACTS)
 
 demo: evaluate
-	$(BIN)/vitrine serve --artifacts $(ARTIFACTS) --host $(HOST) --port $(PORT)
+	$(BIN)/vitrine serve --artifacts $(ARTIFACTS) --host $(HOST) --port $(PORT) --demo $(DEMO_DIR)
 
 serve: $(ARTIFACTS)/CURRENT
 	$(BIN)/vitrine serve --artifacts $(ARTIFACTS) --host $(HOST) --port $(PORT)

@@ -1,10 +1,15 @@
-"""Dependency wiring: handlers get the service, the event store and settings through these, so tests can
-override them."""
+"""Dependency wiring: handlers get the service, the event store, settings and the calling shopper through
+these, so tests can override them."""
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request
+from dataclasses import dataclass
+from typing import Annotated
 
+from fastapi import Depends, HTTPException, Path, Request
+
+from api.auth import Caller, caller, owns
+from api.schemas import USER_ID_PATTERN, USER_ID_RULE
 from engine.experiments.eventstore import EventStore
 from engine.serving.service import Service
 
@@ -20,3 +25,21 @@ def get_event_store(request: Request) -> EventStore:
         reason = getattr(request.app.state, "events_error", "it was not opened")
         raise HTTPException(503, f"the event store is unavailable ({reason}); check VITRINE_DATABASE_URL")
     return store
+
+
+@dataclass(frozen=True)
+class Shopper:
+    """The shopper a request names: the id the shop sent (echoed back, never stored) and its pseudonym."""
+
+    user_id: str
+    pseudonym: str
+
+
+def path_shopper(
+    user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description=USER_ID_RULE)],
+    who: Annotated[Caller, Depends(caller)],
+    service: Annotated[Service, Depends(get_service)],
+) -> Shopper:
+    """The path's shopper, pseudonymised; 403 when a shopper token names another shopper."""
+    owns(who, service.identities.pseudonyms.candidates(user_id))
+    return Shopper(user_id, service.pseudonym(user_id))

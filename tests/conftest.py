@@ -3,6 +3,9 @@
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# Most tests are about what the API answers, not who may ask: apps built in tests answer requests without a
+# credential as a back end would. tests/api/test_security.py builds apps with it off and tests the credentials.
+os.environ.setdefault("VITRINE_OPEN_ACCESS", "1")
 
 from pathlib import Path
 
@@ -42,6 +45,21 @@ def trained_artifacts(demo_store, tmp_path_factory) -> tuple[Path, str]:
         demo_store, root, load_train_config("tiny", overrides={"seed": 1}), show_progress=False, promote=True
     )
     return root, version
+
+
+@pytest.fixture(scope="session")
+def shopper_ids(demo_store, trained_artifacts) -> list[str]:
+    """The demo store's shoppers that the trained bundle knows, by the store's own ids (the bundle holds only
+    their pseudonyms), in the store's order."""
+    import numpy as np
+
+    from engine.serving.privacy import shoppers_known_to
+    from features.pseudonyms import load_or_create_keyring
+
+    root, version = trained_artifacts
+    with np.load(root / version / "embeddings" / "factors.npz") as f:
+        known = set(f["user_ids"].astype(str))
+    return shoppers_known_to(demo_store, load_or_create_keyring(root), known.__contains__, 200)
 
 
 @pytest.fixture(scope="session")

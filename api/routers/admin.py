@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from api.auth import require_admin
 from api.deps import get_service
-from api.routers.experiments import require_admin
 from api.schemas import ErrorOut
 from engine.artifacts.registry import BundleRefused
 from engine.serving.service import Service

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import hmac
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query
 from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth import Caller, require_admin, trusted_caller
 from api.deps import get_event_store
-from api.schemas import ErrorOut
-from api.settings import Settings, get_settings
+from api.routers.images import AUTH_ERRORS
+from api.schemas import ErrorOut, IsoTime, ZonedTime
 from engine.experiments import (
     ExperimentExists,
+    ExperimentLocked,
     UnknownExperiment,
     create_experiment,
     experiment_chart,
@@ -21,14 +22,15 @@ from engine.experiments import (
     list_experiments,
     update_experiment,
 )
-from engine.experiments.definition import NAME_PATTERN
+from engine.experiments.definition import CONVERSIONS, NAME_PATTERN, STRATEGIES, UNITS
 from engine.experiments.eventstore import EventStore
 
 router = APIRouter(tags=["experiments"])
+Trusted = Annotated[Caller, Depends(trusted_caller)]
 
 Name = Annotated[str, Path(pattern=NAME_PATTERN, description="experiment name: 1-64 letters, digits, _ . -")]
 AsOf = Annotated[
-    datetime | None, Query(description="report as of this ISO 8601 time (default: now, or the stop if earlier)")
+    IsoTime | None, Query(description="report as of this ISO 8601 time (default: now, or the stop if earlier)")
 ]
 Store = Annotated[EventStore, Depends(get_event_store)]
 
@@ -45,48 +47,85 @@ _EXAMPLE = {
         {"name": "treatment", "weight": 1, "strategy": "personalised"},
     ],
 }
-ExperimentBody = Annotated[dict[str, Any], Body(openapi_examples={"two arms": {"value": _EXAMPLE}})]
 
 
-def require_admin(
-    settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header()] = None,
-) -> None:
-    """401 without a Bearer token, 403 with a wrong one; 403 for everyone when no admin token is configured."""
-    if not settings.admin_token:
-        raise HTTPException(403, "admin endpoints are off: set VITRINE_ADMIN_TOKEN on the server to enable them")
-    if not authorization or not authorization.startswith("Bearer "):
-        raise HTTPException(
-            401, "send the admin token as 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"}
-        )
-    if not hmac.compare_digest(authorization.removeprefix("Bearer ").encode(), settings.admin_token.encode()):
-        raise HTTPException(403, "the admin token is not valid")
+class VariantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="1-64 letters, digits, _ . -; unique in the experiment")
+    weight: float = Field(1.0, gt=0, description="share of the traffic, relative to the other variants")
+    strategy: Literal[STRATEGIES] = Field("personalised", description="what the variant shows")  # type: ignore[valid-type]
+    description: str = Field("", max_length=1000)
 
 
-@router.get("/v1/experiments", summary="All experiments, with their resolved configuration")
-def get_experiments(store: Store) -> list[dict[str, Any]]:
-    return list_experiments(store)
+class ExperimentIn(BaseModel):
+    """An experiment's configuration (``engine.experiments.definition``); the rules between fields, which JSON
+    Schema cannot state, are in the descriptions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="1-64 letters, digits, _ . -")
+    description: str = Field("", max_length=1000)
+    unit: Literal[UNITS] = "user"  # type: ignore[valid-type]
+    salt: str | None = Field(None, min_length=1, max_length=128, description="seeds the assignment (default: name)")
+    start: ZonedTime
+    stop: ZonedTime = Field(description="after start")
+    traffic: float = Field(1.0, gt=0, le=1, description="share of units in the experiment")
+    conversion: Literal[CONVERSIONS] = "purchase"  # type: ignore[valid-type]
+    control: str | None = Field(
+        None, pattern=NAME_PATTERN, description="the control variant, one of variants' names (default: the first)"
+    )
+    msprt_tau: float | None = Field(None, gt=0, description="mixing standard deviation of the always-valid test")
+    variants: list[VariantIn] = Field(min_length=2, max_length=26, description="at least two, with distinct names")
+
+    def config(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class ExperimentUpdateIn(ExperimentIn):
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="the path's name, if given")  # type: ignore[assignment]
+
+
+ExperimentBody = Annotated[ExperimentIn, Body(openapi_examples={"two arms": {"value": _EXAMPLE}})]
+ExperimentUpdateBody = Annotated[ExperimentUpdateIn, Body(openapi_examples={"two arms": {"value": _EXAMPLE}})]
+
+
+@router.get(
+    "/v1/experiments",
+    responses=AUTH_ERRORS,
+    summary="All experiments, with their resolved configuration (the salts only for the admin token)",
+)
+def get_experiments(store: Store, who: Trusted) -> list[dict[str, Any]]:
+    return published(list_experiments(store), who)
+
+
+def published(experiments: list[dict[str, Any]], who: Caller) -> list[dict[str, Any]]:
+    """Experiments as a caller may read them: a salt decides every unit's variant, so only admins see it."""
+    if who.kind == "admin":
+        return experiments
+    return [{k: v for k, v in e.items() if k != "salt"} for e in experiments]
 
 
 @router.get(
     "/v1/experiments/{name}/report",
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={**AUTH_ERRORS, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     summary="Per-variant results, lifts with 95% intervals, SRM, always-valid p-values, CUPED, daily series",
 )
-def get_report(name: Name, store: Store, as_of: AsOf = None) -> dict[str, Any]:
+def get_report(name: Name, store: Store, who: Trusted, as_of: AsOf = None) -> dict[str, Any]:
     try:
-        return experiment_report(store, name, as_of=as_of)
+        report = experiment_report(store, name, as_of=as_of)
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from exc
+    return {**report, "experiment": published([report["experiment"]], who)[0]}
 
 
 @router.get(
     "/v1/experiments/{name}/chart.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}},
+    responses={**AUTH_ERRORS, 200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}},
     summary="Cumulative conversion rate per variant at each daily look",
 )
-def get_chart(name: Name, store: Store, as_of: AsOf = None) -> Response:
+def get_chart(name: Name, store: Store, who: Trusted, as_of: AsOf = None) -> Response:
     try:
         return Response(experiment_chart(store, name, as_of=as_of), media_type="image/png")
     except UnknownExperiment as exc:
@@ -102,7 +141,7 @@ def get_chart(name: Name, store: Store, as_of: AsOf = None) -> Response:
 )
 def post_experiment(body: ExperimentBody, store: Store) -> dict[str, Any]:
     try:
-        return create_experiment(store, body)
+        return create_experiment(store, body.config())
     except ExperimentExists as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ValueError, TypeError) as exc:
@@ -112,13 +151,21 @@ def post_experiment(body: ExperimentBody, store: Store) -> dict[str, Any]:
 @router.put(
     "/v1/admin/experiments/{name}",
     dependencies=[Depends(require_admin)],
-    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    responses={
+        401: {"model": ErrorOut},
+        403: {"model": ErrorOut},
+        404: {"model": ErrorOut},
+        409: {"model": ErrorOut, "description": "the change contradicts what exposed units saw (unit, salt, variants)"},
+        422: {"model": ErrorOut},
+    },
     summary="Replace an experiment's configuration (exposed units keep their variants)",
 )
-def put_experiment(name: Name, body: ExperimentBody, store: Store) -> dict[str, Any]:
+def put_experiment(name: Name, body: ExperimentUpdateBody, store: Store) -> dict[str, Any]:
     try:
-        return update_experiment(store, name, body)
+        return update_experiment(store, name, body.config())
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from exc
+    except ExperimentLocked as exc:
+        raise HTTPException(409, str(exc)) from exc
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, str(exc)) from exc

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.deps import get_service
-from api.routers.images import ID_PATTERN, UserId
-from api.schemas import ErrorOut, ItemOut, RecommendationsOut
+from api.deps import Shopper, get_service, path_shopper
+from api.routers.images import AUTH_ERRORS
+from api.schemas import ID_PATTERN, ErrorOut, ItemOut, RecommendationsOut
 from engine.serving.service import Service
 
 router = APIRouter(prefix="/v1", tags=["images"])
@@ -19,18 +19,18 @@ MAX_K = 100
 @router.get(
     "/users/{user_id}/recommendations",
     response_model=RecommendationsOut,
-    responses={422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={**AUTH_ERRORS, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
     summary="The shopper's top-k catalogue items as serving ranks them (the bundle's ranker; a session's "
     "events count as the shopper's latest); the same ranking `vitrine evaluate recommenders` measures",
 )
 def recommendations(
     request: Request,
-    user_id: UserId,
+    shopper: Annotated[Shopper, Depends(path_shopper)],
     service: Annotated[Service, Depends(get_service)],
     k: Annotated[int, Query(ge=1, le=MAX_K, description="number of items")] = 12,
     session_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,
 ) -> RecommendationsOut:
-    item_ids, ranked_by, version = service.recommended_items(user_id, k, session_id=session_id)
+    item_ids, ranked_by, version = service.recommended_items(shopper.pseudonym, k, session_id=session_id)
     base = str(request.base_url).rstrip("/")
     items = []
     for item_id in item_ids:
@@ -44,7 +44,7 @@ def recommendations(
         image_url = f"{base}/v1/items/{item_id}/image.png" if found["has_image"] else None
         items.append(ItemOut(**found, image_url=image_url))
     return RecommendationsOut(
-        user_id=user_id,
+        user_id=shopper.user_id,
         session_id=session_id,
         bundle_version=version,
         ranked_by=ranked_by,

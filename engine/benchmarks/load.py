@@ -8,7 +8,9 @@ port (a subprocess running uvicorn on the serving bundle) and stops it afterward
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ import numpy as np
 
 from engine.artifacts.registry import ArtifactRegistry
 from engine.experiments.http_api import serve_subprocess
+from engine.serving.privacy import shoppers_known_to
+from features.pseudonyms import load_or_create_keyring
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +82,9 @@ class LoadReport:
         return "\n".join(lines)
 
 
-async def _scenario(name: str, base: str, paths: list[str], concurrency: int) -> ScenarioResult:
+async def _scenario(
+    name: str, base: str, paths: list[str], concurrency: int, headers: dict[str, str] | None = None
+) -> ScenarioResult:
     latencies: list[float] = []
     errors = 0
     queue: asyncio.Queue[str] = asyncio.Queue()
@@ -102,7 +108,7 @@ async def _scenario(name: str, base: str, paths: list[str], concurrency: int) ->
             latencies.append((time.perf_counter() - t) * 1000.0)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=60.0, limits=limits, headers=headers) as client:
         await client.get(paths[0])  # warm-up, not counted
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
@@ -118,14 +124,20 @@ async def _scenario(name: str, base: str, paths: list[str], concurrency: int) ->
 
 
 def _known_users(artifacts: Path | None, count: int, rng: np.random.Generator) -> list[str]:
+    """Shoppers the serving bundle knows, by the shop's own ids: read from the data it was trained on (the
+    bundle holds pseudonyms only), and mapped with the artifacts' keyring."""
     if artifacts is not None:
         registry = ArtifactRegistry(artifacts)
         version = registry.current()
         if version:
             with np.load(registry.path(version) / "embeddings" / "factors.npz", allow_pickle=False) as f:
-                ids = f["user_ids"]
-            return list(rng.choice(ids, count, replace=True))
-    raise ValueError("known users come from the serving bundle: pass --artifacts")
+                known = set(f["user_ids"].astype(str))
+            manifest = json.loads((registry.path(version) / "manifest.json").read_text())
+            data = Path(manifest["data"]["path"])
+            ids = shoppers_known_to(data, load_or_create_keyring(artifacts), known.__contains__, 5000)
+            if ids:
+                return list(rng.choice(ids, count, replace=True))
+    raise ValueError("known users come from the serving bundle and the data it was trained on: pass --artifacts")
 
 
 def run_load_benchmark(
@@ -136,21 +148,28 @@ def run_load_benchmark(
     concurrency: int = 8,
     n: int = 8,
     seed: int = 0,
+    service_key: str | None = None,
 ) -> LoadReport:
+    """``service_key`` authenticates to the API at ``url`` (default: ``VITRINE_SERVICE_KEY``); a server started
+    here gets a key made up for the run."""
     rng = np.random.default_rng(seed)
     known = _known_users(artifacts, requests, rng)
     new = [f"bench-new-{seed}-{k}" for k in range(requests)]
 
-    def run(base: str) -> LoadReport:
+    def run(base: str, key: str | None) -> LoadReport:
+        headers = {"Authorization": f"Bearer {key}"} if key else None
+        known_paths = [f"/v1/users/{u}/image-set?n={n}" for u in known]
+        new_paths = [f"/v1/users/{u}/image-set?n={n}" for u in new]
         results = [
-            asyncio.run(_scenario("known users", base, [f"/v1/users/{u}/image-set?n={n}" for u in known], concurrency)),
-            asyncio.run(_scenario("new users", base, [f"/v1/users/{u}/image-set?n={n}" for u in new], concurrency)),
+            asyncio.run(_scenario("known users", base, known_paths, concurrency, headers)),
+            asyncio.run(_scenario("new users", base, new_paths, concurrency, headers)),
         ]
         return LoadReport(url=base, n=n, scenarios=results, cpu_count=os.cpu_count() or 0)
 
     if url:
-        return run(url.rstrip("/"))
+        return run(url.rstrip("/"), service_key or os.environ.get("VITRINE_SERVICE_KEY"))
     if artifacts is None:
         raise ValueError("give --url of a running API, or --artifacts to start one")
-    with serve_subprocess(artifacts) as base:
-        return run(base)
+    key = secrets.token_urlsafe(24)
+    with serve_subprocess(artifacts, {"VITRINE_SERVICE_KEYS": key}) as base:
+        return run(base, key)

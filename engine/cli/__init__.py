@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from engine.cli import bench, data, evaluate, experiments, generator, serve, train
+from engine.cli import bench, data, evaluate, experiments, generator, privacy, serve, train
 
 logger = logging.getLogger("vitrine")
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_sub = train.register(sub)
     evaluate_sub = evaluate.register(sub)
     serve.register(sub)
+    privacy.register(sub)
     bench_sub = bench.register(sub)
     generator.register(train_sub, evaluate_sub, bench_sub)
     experiments.register(sub)

@@ -15,9 +15,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     os.environ["VITRINE_ARTIFACTS"] = str(Path(args.artifacts).resolve())
     url = f"http://{args.host}:{args.port}"
+    if args.demo is not None:
+        os.environ["VITRINE_DEMO"] = "1"
+        os.environ["VITRINE_DEMO_DATA"] = str(Path(args.demo).resolve())
     print(
-        f"Vitrine serving on {url}\n  try: {url}/v1/users/U00001/image-set?n=8\n"
-        f"  docs: {url}/docs\n  health: {url}/healthz",
+        f"Vitrine serving on {url}\n  docs: {url}/docs\n  health: {url}/healthz"
+        + (f"\n  demo: {url}/demo" if args.demo is not None else ""),
         flush=True,
     )
     if args.workers > 1 and not os.environ.get("VITRINE_REDIS_URL"):
@@ -35,6 +38,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        access_log=False,  # it would log shopper ids in paths; api.access_log logs route templates instead
     )
     return 0
 
@@ -78,6 +82,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--demo",
+        nargs="?",
+        const="data/demo",
+        default=None,
+        metavar="STORE",
+        help="serve the storefront demo page (/demo) for the demo store at STORE (default data/demo); off by default",
+    )
     serve.set_defaults(func=_cmd_serve)
 
     bundles = sub.add_parser("bundles", help="list bundles and their key metric (* = serving)")

@@ -35,6 +35,7 @@ from engine.serving.personaliser import Personaliser
 from engine.training.classifier import predict
 from engine.training.config import TrainConfig, build_config
 from engine.training.pipeline import validate_embeddings
+from features.pseudonyms import load_or_create_keyring
 from features.readers import read_store
 from features.schema import StoreData
 from features.split import time_split
@@ -204,7 +205,8 @@ def evaluate_bundle(
     lines = [f"Vitrine evaluation of bundle {version}"]
 
     t = time.perf_counter()
-    store = read_store(data_path)
+    pseudonyms = load_or_create_keyring(artifacts)  # the bundle knows shoppers by their pseudonyms only
+    store = read_store(data_path, pseudonyms=pseudonyms)
     ranking = validate_embeddings(store, config, show_progress=show_progress)
     if personaliser.ranker is not None:  # what serving ranks with, refitted on the same split as the bundle ranks
         ranking["results"]["ranker"] = served_ranker_metrics(store, config)
@@ -247,7 +249,7 @@ def evaluate_bundle(
         t = time.perf_counter()
         pers = personalisation_metrics(
             personaliser,
-            load_tastes(Path(data_path)),
+            {pseudonyms(user): taste for user, taste in load_tastes(Path(data_path)).items()},
             users=users,
             seed=config.seed,
             show_progress=show_progress,

@@ -46,6 +46,7 @@ from engine.training.classifier import embed_images
 from engine.training.config import TrainConfig, build_config
 from engine.training.visual import calibrate, encode_items, train_encoder, visual_data
 from features.images import load_images
+from features.pseudonyms import load_or_create_keyring
 from features.readers import read_store
 from features.split import time_split
 from models.io import write_json
@@ -335,6 +336,7 @@ def evaluate_personalisation(
     config: TrainConfig = build_config(TrainConfig, bundle.manifest["config"], source=f"bundle {version}")
     pconfig = PersonaliserConfig()
     personaliser = Personaliser(bundle, pconfig)
+    pseudonyms = load_or_create_keyring(artifacts)  # the bundle knows shoppers by their pseudonyms only
     rng = np.random.default_rng(config.seed)
     report: dict = {"bundle": version, "data": str(Path(data_path).resolve()), "goals": GOALS, "timings_seconds": {}}
     report["personaliser"] = dataclasses.asdict(pconfig)
@@ -357,14 +359,14 @@ def evaluate_personalisation(
         from engine.world import load_tastes
 
         t = time.perf_counter()
-        tastes = load_tastes(Path(data_path))
+        tastes = {pseudonyms(user): taste for user, taste in load_tastes(Path(data_path)).items()}
         known = np.array([u for u in bundle.embeddings.user_ids if u in tastes])
         pick = rng.choice(known, min(users, len(known)), replace=False)
         report["hidden_taste_match"] = hidden_taste_match(personaliser, tastes, pick, n=n, show_progress=show_progress)
         report["timings_seconds"]["hidden_taste_match"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
-    store = read_store(data_path)
+    store = read_store(data_path, pseudonyms=pseudonyms)
     test_days = test_days or held_out_days(store.events, users)
     split = time_split(store.events, test_days=test_days)
     split_p, data = split_personaliser(

@@ -26,6 +26,11 @@ class StoreError(RuntimeError):
     """The database cannot be used as an event store (for example, its schema is newer than this code)."""
 
 
+class StoreUnavailable(StoreError):
+    """The database did not complete a read or a write: the connection was lost, the disk is full, or a lock
+    wait timed out. The transaction was rolled back, so nothing of it is stored; retrying later may succeed."""
+
+
 def create_engine(url: str, *, busy_timeout_s: float, echo: bool) -> Engine:
     """The engine for ``url``: a SQLite file or memory, or PostgreSQL (``postgresql://`` uses psycopg 3)."""
     parsed = sa.engine.make_url(url)
@@ -37,6 +42,7 @@ def create_engine(url: str, *, busy_timeout_s: float, echo: bool) -> Engine:
         engine = sa.create_engine(
             parsed,
             echo=echo,
+            hide_parameters=True,  # an error message must not carry a shopper's data into the logs
             connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
             **({"poolclass": StaticPool} if in_memory else {}),
         )
@@ -61,7 +67,7 @@ def create_engine(url: str, *, busy_timeout_s: float, echo: bool) -> Engine:
     if parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True)
+        return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, hide_parameters=True)
     raise ValueError(
         f"unsupported database URL {redact(url)!r}: use sqlite:///path/to/events.db or "
         "postgresql+psycopg://user@host:5432/database"

@@ -88,7 +88,8 @@ def _event_json(e: Event) -> dict[str, Any]:
 def remote_api(url: str, admin_token: str | None) -> Iterator[ApiClient]:
     """A running API at ``url`` (it must run with ``VITRINE_CLIENT_CLOCK=1``; ``admin_token`` creates the
     experiments)."""
-    with httpx.Client(base_url=url, timeout=60) as client:
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
         yield ApiClient(client, admin_token=admin_token)
 
 
@@ -105,8 +106,13 @@ def local_api(
             "VITRINE_CLIENT_CLOCK": "1",
             "VITRINE_ADMIN_TOKEN": token,
             "VITRINE_DATABASE_URL": database_url or f"sqlite:///{tmp}/events.db",
+            "VITRINE_RATE_LIMIT_PER_SECOND": "0",  # one client sends a crowd's requests: no per-client limit
         }
-        with (server or serve_subprocess)(artifacts, env) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with (
+            (server or serve_subprocess)(artifacts, env) as url,
+            # the admin token: the simulated storefront reads and writes every shopper's data, and runs experiments
+            httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as client,
+        ):
             yield ApiClient(client, admin_token=token)
 
 

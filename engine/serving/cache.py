@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -33,6 +33,17 @@ class LruCache(Generic[V]):
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
+
+    def discard(self, key: Hashable) -> bool:
+        """Drop ``key``; whether it was held."""
+        with self._lock:
+            return self._data.pop(key, None) is not None
+
+    def discard_where(self, predicate: Callable[[Hashable, V], bool]) -> list[V]:
+        """Drop every entry for which ``predicate(key, value)`` holds; the dropped values."""
+        with self._lock:
+            gone = [k for k, v in self._data.items() if predicate(k, v)]
+            return [self._data.pop(k) for k in gone]
 
     def __len__(self) -> int:
         with self._lock:

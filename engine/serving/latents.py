@@ -58,6 +58,10 @@ class LatentStore(Protocol):
         """The bytes stored under ``key``, or None when the store does not hold it (never stored, or expired)."""
         ...
 
+    def delete_many(self, keys: list[str]) -> int:
+        """Forget these codes (an erased shopper's images); how many were held."""
+        ...
+
 
 class MemoryLatentStore:
     """Latent codes in this process: at most ``max_entries``, the least recently used dropped first.
@@ -78,6 +82,9 @@ class MemoryLatentStore:
 
     def get(self, key: str) -> bytes | None:
         return self._codes.get(key)
+
+    def delete_many(self, keys: list[str]) -> int:
+        return sum(self._codes.discard(k) for k in keys)
 
     def __len__(self) -> int:
         return len(self._codes)
@@ -133,6 +140,14 @@ class RedisLatentStore:
         except redis.RedisError as exc:
             raise LatentStoreUnavailable(f"could not read a latent code from {self.where}: {exc}") from exc
         return raw if isinstance(raw, bytes) else None
+
+    def delete_many(self, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        try:
+            return int(self.client.delete(*(self.prefix + k for k in keys)))  # type: ignore[arg-type]
+        except redis.RedisError as exc:
+            raise LatentStoreUnavailable(f"could not delete latent codes in {self.where}: {exc}") from exc
 
 
 def open_latent_store(redis_url: str | None, *, ttl_seconds: int = WEEK_SECONDS) -> LatentStore:

@@ -50,6 +50,7 @@ from engine.serving.latents import (
     latent_bytes,
     latent_from_bytes,
 )
+from engine.serving.limits import AdmissionGate
 from engine.serving.preference import (
     ImageGenerator,
     PreferenceOptimiser,
@@ -93,8 +94,10 @@ class Personaliser:
         key: bytes | None = None,
         latents: LatentStore | None = None,
         ranker_folder: Path | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         self.bundle = bundle
+        self.gate = gate or AdmissionGate(max_running=None)  # generation's admission (Service shares one)
         self.config = config or PersonaliserConfig()
         self.catalogue = Catalogue(bundle)
         self.shoppers = ShopperVectors(bundle)
@@ -112,6 +115,29 @@ class Personaliser:
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    @property
+    def trained_at(self) -> float | None:
+        """When the bundle's shopper data was read (epoch seconds), or None when its manifest does not say."""
+        read_at = (self.bundle.manifest.get("data") or {}).get("read_at")
+        return float(read_at) if read_at is not None else None
+
+    def knows(self, user_id: str) -> bool:
+        """Whether the bundle holds this shopper (their embedding, or the ranker's history)."""
+        return self.bundle.embeddings.user_index(user_id) >= 0 or (
+            self.ranker is not None and self.ranker.knows(user_id)
+        )
+
+    def forget_cached(self, user_ids: list[str]) -> dict[str, int]:
+        """Drop the sets cached for these shoppers, with their images' PNGs; the latent codes the sets refer to
+        are answered so that the caller can delete them from a shared latent store."""
+        wanted = set(user_ids)
+        dropped = self._sets.discard_where(lambda key, _: isinstance(key, tuple) and key[0] in wanted)
+        images = [img.image_id for result, _ in dropped for img in result.images]
+        pngs = sum(self._pngs.discard(i) for i in images)
+        latents = sorted({k for _, codes in dropped for k in codes})
+        deleted = self.latents.delete_many(latents) if latents else 0
+        return {"cached_sets": len(dropped), "cached_images": pngs, "latent_codes": deleted}
 
     def _load_ranker(self, folder: Path) -> ShopperRanker | None:
         if not folder.is_dir():  # bundles trained before the ranker was part of them
@@ -208,12 +234,13 @@ class Personaliser:
         seeds = [stable_seed(user_id, self.version, slot) for slot in range(m)]
         z = self.generator.latents(seeds)
         pref0, rendered = None, None
-        if use_opt:
-            assert vector is not None
-            pick, z, pref0, rendered = self._choose_and_optimise(vector, codes, z, p[chosen], n)
-        else:
-            pick = np.arange(n)
-        images, raw, unit = rendered or self.generator.render(z, codes[pick])
+        with self.gate.admit():  # the costly part: Overloaded when too many run and wait already
+            if use_opt:
+                assert vector is not None
+                pick, z, pref0, rendered = self._choose_and_optimise(vector, codes, z, p[chosen], n)
+            else:
+                pick = np.arange(n)
+            images, raw, unit = rendered or self.generator.render(z, codes[pick])
         chosen, codes, seeds = chosen[pick], codes[pick], [seeds[j] for j in pick]
         pref = None
         if vector is not None and self.preference.visual is not None:
@@ -361,6 +388,7 @@ class Personaliser:
             return cached
         codes, seed, z = self.image_inputs(image_id)
         latent = None if z is None else torch.from_numpy(z)[None]
-        png = to_png(to_uint8(self.generator.generate(codes[None, :], [seed], latent))[0])
+        with self.gate.admit():
+            png = to_png(to_uint8(self.generator.generate(codes[None, :], [seed], latent))[0])
         self._pngs.put(image_id, png)
         return png

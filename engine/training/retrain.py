@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,8 +73,9 @@ def retrain_embeddings(
     registry, parent, parent_dir, parent_manifest = _parent(artifacts, parent, purpose="retrain from")
     config = config or build_config(TrainConfig, parent_manifest["config"], source=f"bundle {parent}")
     timer = Timer()
+    read_at = time.time()  # shoppers erased from now on are masked in this bundle (engine.serving.privacy)
     with timer.step("read and validate data"):
-        store, service_events = read_training_data(data_path, events)
+        store, service_events = read_training_data(data_path, events, artifacts=artifacts)
         if since is not None:
             since = pd.Timestamp(since)
             since = since.tz_localize("UTC") if since.tzinfo is None else since
@@ -100,7 +102,7 @@ def retrain_embeddings(
             version=version,
             retrained=["embeddings", "ranker"],
             since=since.isoformat() if since else None,
-            data=data_record(store, data_path, service_events),
+            data=data_record(store, data_path, service_events, read_at=read_at),
             seconds=timer.seconds,
         )
         registry.commit(staging, version, bundle_manifest)

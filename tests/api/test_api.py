@@ -18,12 +18,10 @@ def client(trained_artifacts):
         yield c
 
 
-def known_user(trained_artifacts) -> str:
-    import numpy as np
-
-    root, version = trained_artifacts
-    with np.load(root / version / "embeddings" / "factors.npz") as f:
-        return str(f["user_ids"][0])
+@pytest.fixture
+def known_user(shopper_ids) -> str:
+    """A shopper the bundle knows, by the shop's id."""
+    return shopper_ids[0]
 
 
 def test_health_names_the_serving_bundle(client, trained_artifacts):
@@ -32,8 +30,8 @@ def test_health_names_the_serving_bundle(client, trained_artifacts):
     assert r.json() == {"status": "ok", "bundle_version": trained_artifacts[1], "detail": None}
 
 
-def test_image_set_for_a_known_user(client, trained_artifacts):
-    user = known_user(trained_artifacts)
+def test_image_set_for_a_known_user(client, trained_artifacts, known_user):
+    user = known_user
     r = client.get(f"/v1/users/{user}/image-set", params={"n": 6, "neighbours": 3})
     assert r.status_code == 200
     body = r.json()
@@ -50,8 +48,8 @@ def test_image_set_for_a_known_user(client, trained_artifacts):
         assert sims == sorted(sims, reverse=True)
 
 
-def test_class_filter_limits_images_and_their_items(client, trained_artifacts):
-    user = known_user(trained_artifacts)
+def test_class_filter_limits_images_and_their_items(client, trained_artifacts, known_user):
+    user = known_user
     # one class the shopper's unfiltered set shows, plus one of the cold-start set's other classes
     first = client.get(f"/v1/users/{user}/image-set", params={"n": 8}).json()["images"][0]["condition"]["class"]
     cold = client.get("/v1/users/unknown-x/image-set", params={"n": 8}).json()["images"]
@@ -65,15 +63,21 @@ def test_class_filter_limits_images_and_their_items(client, trained_artifacts):
     assert repeated.json()["images"] == r.json()["images"]
 
 
-@pytest.mark.parametrize("classes", ["no-such-class", ""])
-def test_unknown_or_empty_class_filter_is_422_naming_the_known_classes(client, trained_artifacts, classes):
-    r = client.get(f"/v1/users/{known_user(trained_artifacts)}/image-set", params={"classes": classes})
-    assert r.status_code == 422
+def test_an_unknown_class_is_404_naming_the_known_classes(client, known_user):
+    r = client.get(f"/v1/users/{known_user}/image-set", params={"classes": "no-such-class"})
+    assert r.status_code == 404  # it names nothing, as an unknown item does
     assert "choose from" in r.json()["detail"]
 
 
-def test_same_request_gives_the_same_images(client, trained_artifacts):
-    user = known_user(trained_artifacts)
+@pytest.mark.parametrize("classes", ["", " ,"])
+def test_an_empty_class_filter_is_422_as_the_schema_says(client, known_user, classes):
+    r = client.get(f"/v1/users/{known_user}/image-set", params={"classes": classes})
+    assert r.status_code == 422
+    assert "classes" in r.json()["detail"]
+
+
+def test_same_request_gives_the_same_images(client, trained_artifacts, known_user):
+    user = known_user
     a = client.get(f"/v1/users/{user}/image-set?n=4").json()
     b = client.get(f"/v1/users/{user}/image-set?n=4").json()
     assert [i["image_id"] for i in a["images"]] == [i["image_id"] for i in b["images"]]
@@ -94,8 +98,8 @@ def test_generated_png_opens_and_regenerates_identically_without_the_cache(clien
         assert fresh.get(f"/v1/images/{image_id}.png").content == r.content
 
 
-def test_an_optimised_image_another_process_does_not_hold_has_expired(client, trained_artifacts):
-    user = known_user(trained_artifacts)
+def test_an_optimised_image_another_process_does_not_hold_has_expired(client, trained_artifacts, known_user):
+    user = known_user
     image = client.get(f"/v1/users/{user}/image-set?n=1").json()["images"][0]
     assert image["explanation"]["optimised"]
     assert client.get(f"/v1/images/{image['image_id']}.png").status_code == 200
@@ -143,8 +147,8 @@ def test_unknown_or_malformed_image_ids_are_404(client, trained_artifacts):
     assert r.status_code == 404 and "no longer serves" in r.json()["detail"]
 
 
-def test_items_metadata_and_photo(client, trained_artifacts):
-    user = known_user(trained_artifacts)
+def test_items_metadata_and_photo(client, trained_artifacts, known_user):
+    user = known_user
     item_id = client.get(f"/v1/users/{user}/image-set?n=1").json()["images"][0]["nearest_items"][0]["item_id"]
     r = client.get(f"/v1/items/{item_id}")
     assert r.status_code == 200
@@ -186,17 +190,19 @@ def test_session_events_change_the_next_image_set_of_an_anonymous_session(client
 
 
 @pytest.mark.parametrize(
-    "body,needle",
+    "body,status,needle",
     [
-        ({"events": [{"item_id": "NOT-AN-ITEM", "event_type": "view"}]}, "not in the catalogue"),
-        ({"events": [{"item_id": "x", "event_type": "like"}]}, "event_type"),
-        ({"events": []}, "events"),
-        ({"events": [{"item_id": "x", "event_type": "view", "timestamp": "tuesday"}]}, "timestamp"),
-        ({}, "events"),
+        ({"events": [{"item_id": "NOT-AN-ITEM", "event_type": "view"}]}, 404, "not in the catalogue"),
+        ({"events": [{"item_id": "x", "event_type": "like"}]}, 422, "event_type"),
+        ({"events": []}, 422, "events"),
+        ({"events": [{"item_id": "x", "event_type": "view", "timestamp": "tuesday"}]}, 422, "timestamp"),
+        ({"events": [{"item_id": "x", "event_type": "view", "timestamp": 0}]}, 422, "timestamp"),
+        ({"events": [{"item_id": "x", "event_type": "view", "timestamp": "2001-01-01T00:00:00Z"}]}, 422, "window"),
+        ({}, 422, "events"),
     ],
 )
-def test_bad_session_events_are_422_and_store_nothing(client, body, needle):
+def test_bad_session_events_are_4xx_and_store_nothing(client, body, status, needle):
     r = client.post("/v1/sessions/sess-bad/events", json=body)
-    assert r.status_code == 422
+    assert r.status_code == status
     assert needle in r.json()["detail"]
     assert client.get("/v1/users/anon-9/image-set?n=2&session_id=sess-bad").json()["strategy"] == "cold_start"

@@ -30,10 +30,13 @@ from api.settings import Settings
 from engine.experiments.assignment import assign
 from engine.experiments.definition import experiment_from_dict
 from engine.experiments.eventstore import EventStore
+from engine.serving.privacy import shoppers_known_to
 from features.ids import MAX_ID_LENGTH
+from features.pseudonyms import load_or_create_keyring
 
 CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "demo-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 EXPERIMENT = {
     "name": "storefront-demo",
     "start": "2024-01-01T00:00:00Z",
@@ -56,11 +59,19 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
 
 
 @contextmanager
-def serving(root: Path, database_url: str) -> Iterator[str]:
-    """The real app on a free local port, in a uvicorn thread (a browser needs a real socket); yields its URL."""
+def serving(root: Path, database_url: str, demo_data: Path) -> Iterator[str]:
+    """The real app on a free local port, in a uvicorn thread (a browser needs a real socket), with the demo on
+    and no open access (the page reads and writes with its shopper token, as in `make demo`); yields its URL."""
     import uvicorn
 
-    settings = Settings(artifacts=root, admin_token=TOKEN, database_url=database_url)
+    settings = Settings(
+        artifacts=root,
+        admin_token=TOKEN,
+        database_url=database_url,
+        demo=True,
+        demo_data=demo_data,
+        open_access=False,
+    )
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -79,8 +90,8 @@ def serving(root: Path, database_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def server(trained_artifacts, tmp_path):
-    with serving(trained_artifacts[0], f"sqlite:///{tmp_path}/events.db") as url:
+def server(trained_artifacts, tmp_path, demo_store):
+    with serving(trained_artifacts[0], f"sqlite:///{tmp_path}/events.db", demo_store) as url:
         yield url
 
 
@@ -109,10 +120,12 @@ def _launch(p):
     return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
 
 
-def _users(trained_artifacts, k: int) -> list[str]:
-    root, version = trained_artifacts
+def _users(artifacts: tuple[Path, str], store: Path, k: int) -> list[str]:
+    """Shoppers the bundle knows, by the store's ids (the bundle holds their pseudonyms)."""
+    root, version = artifacts
     with np.load(root / version / "embeddings" / "factors.npz") as f:
-        return [str(u) for u in f["user_ids"][:k]]
+        known = set(f["user_ids"].astype(str))
+    return shoppers_known_to(store, load_or_create_keyring(root), known.__contains__, k)
 
 
 def _variant_row(page, variant: str) -> tuple[int, int]:
@@ -120,12 +133,14 @@ def _variant_row(page, variant: str) -> tuple[int, int]:
     return int(row.locator("td.exposures").inner_text()), int(row.locator("td.conversions").inner_text())
 
 
-def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(server, trained_artifacts, tmp_path):
+def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(
+    server, trained_artifacts, demo_store, tmp_path
+):
     from playwright.sync_api import sync_playwright
 
     r = httpx.post(f"{server}/v1/admin/experiments", json=EXPERIMENT, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 201, r.text
-    user = _users(trained_artifacts, 1)[0]
+    user = _users(trained_artifacts, demo_store, 1)[0]
     with sync_playwright() as p:
         browser = _launch(p)
         try:
@@ -166,12 +181,14 @@ def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(server,
         finally:
             browser.close()
     # the page's events reached the store: the API's report says the same
-    report = httpx.get(f"{server}/v1/experiments/storefront-demo/report").json()
+    report = httpx.get(f"{server}/v1/experiments/storefront-demo/report", headers=ADMIN).json()
     row = next(v for v in report["variants"] if v["name"] == variant)
     assert (row["exposures"], row["conversions"], row["clicks"]) == (1, 1, 1)
 
 
-def test_a_personalised_shopper_clicks_carts_and_buys_on_a_demo_sized_bundle(demo_sized_artifacts, tmp_path):
+def test_a_personalised_shopper_clicks_carts_and_buys_on_a_demo_sized_bundle(
+    demo_sized_artifacts, demo_store, tmp_path
+):
     """The demo preset's personalised ids are the longest the demo serves (z_dim 64): every one must be
     accepted as a click, and the click, cart and purchase must reach the experiment's report and store."""
     from playwright.sync_api import sync_playwright
@@ -180,9 +197,11 @@ def test_a_personalised_shopper_clicks_carts_and_buys_on_a_demo_sized_bundle(dem
     generator = json.loads((root / version / "generator" / "config.json").read_text())
     assert (generator["z_dim"], generator["image_size"]) == (64, 64)
     experiment = experiment_from_dict(EXPERIMENT)
-    user = next(u for u in _users(demo_sized_artifacts, 100) if assign(experiment, u) == "treatment")
+    pseudonyms = load_or_create_keyring(root)  # experiments assign shoppers by their pseudonyms
+    users = _users(demo_sized_artifacts, demo_store, 100)
+    user = next(u for u in users if assign(experiment, pseudonyms(u)) == "treatment")
     database_url = f"sqlite:///{tmp_path}/events.db"
-    with serving(root, database_url) as server, sync_playwright() as p:
+    with serving(root, database_url, demo_store) as server, sync_playwright() as p:
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.post(f"{server}/v1/admin/experiments", json=EXPERIMENT, headers=headers).status_code == 201
         browser = _launch(p)
@@ -220,7 +239,7 @@ def test_a_personalised_shopper_clicks_carts_and_buys_on_a_demo_sized_bundle(dem
             assert not errors, errors
         finally:
             browser.close()
-        report = httpx.get(f"{server}/v1/experiments/{EXPERIMENT['name']}/report").json()
+        report = httpx.get(f"{server}/v1/experiments/{EXPERIMENT['name']}/report", headers=ADMIN).json()
     row = next(v for v in report["variants"] if v["name"] == "treatment")
     price = shown["images"][0]["nearest_items"][0]["price"] or 0
     assert (row["exposures"], row["clicks"], row["conversions"]) == (1, 1, 1)

@@ -27,18 +27,18 @@ def client(trained_artifacts, tmp_path):
         yield c
 
 
-def treatment_set(client) -> dict:
+def treatment_set(client, shopper_ids) -> dict:
     """The set of the first shopper in the experiment's personalised arm."""
     assert client.post("/v1/admin/experiments", json=EXPERIMENT, headers=ADMIN).status_code == 201
-    for user in client.app.state.service.known_users(40):
+    for user in shopper_ids[:40]:
         body = client.get(f"/v1/users/{user}/image-set", params={"n": 8, "at": DURING}).json()
         if body["variant"] == "treatment":
             return body
     raise AssertionError("no shopper of the first 40 is in the treatment arm")
 
 
-def test_a_generated_id_is_accepted_as_a_click_and_renders(client):
-    body = treatment_set(client)
+def test_a_generated_id_is_accepted_as_a_click_and_renders(client, shopper_ids):
+    body = treatment_set(client, shopper_ids)
     assert body["strategy"] == "personalised"
     images = body["images"]
     assert all(img["explanation"]["optimised"] for img in images)
@@ -61,8 +61,8 @@ def test_a_generated_id_is_accepted_as_a_click_and_renders(client):
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
 
 
-def test_ids_a_client_made_are_404_and_say_what_to_do(client):
-    user = client.app.state.service.known_users(1)[0]
+def test_ids_a_client_made_are_404_and_say_what_to_do(client, shopper_ids):
+    user = shopper_ids[0]
     image_id = client.get(f"/v1/users/{user}/image-set", params={"n": 1}).json()["images"][0]["image_id"]
     bundle, condition, seed, latent, tag = image_id.split(".")
     other_seed = f"{int(seed, 16) ^ 1:016x}"
@@ -112,10 +112,12 @@ def test_the_image_key_is_never_shown():
     assert "short-secret" not in str(caught.value)
 
 
-def test_with_redis_every_worker_renders_every_optimised_image(trained_artifacts, redis_url, redis_cleanup):
+def test_with_redis_every_worker_renders_every_optimised_image(
+    trained_artifacts, redis_url, redis_cleanup, shopper_ids
+):
     settings = Settings(artifacts=trained_artifacts[0], redis_url=redis_url, image_ttl_seconds=60)
     with TestClient(create_app(settings)) as one:
-        user = one.app.state.service.known_users(2)[1]
+        user = shopper_ids[1]
         images = one.get(f"/v1/users/{user}/image-set", params={"n": 2}).json()["images"]
         redis_cleanup.extend(f"vitrine:latent:{img['image_id'].split('.')[3]}" for img in images)
         png = one.get(f"/v1/images/{images[1]['image_id']}.png").content

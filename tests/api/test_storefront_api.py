@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -16,12 +15,6 @@ from engine.experiments.eventstore import EventStore, exposures_t
 from tests.api.experiment_fixture import ADMIN, EXPERIMENT, TOKEN
 
 DURING = "2024-05-03T12:00:00Z"
-
-
-def known_users(trained_artifacts, k: int) -> list[str]:
-    root, version = trained_artifacts
-    with np.load(root / version / "embeddings" / "factors.npz") as f:
-        return [str(u) for u in f["user_ids"][:k]]
 
 
 @pytest.fixture
@@ -37,8 +30,8 @@ def client(trained_artifacts, db_url):
         yield c
 
 
-def test_without_a_running_experiment_the_set_is_the_personalised_one(client, trained_artifacts):
-    user = known_users(trained_artifacts, 1)[0]
+def test_without_a_running_experiment_the_set_is_the_personalised_one(client, trained_artifacts, shopper_ids):
+    user = shopper_ids[:1][0]
     body = client.get(f"/v1/users/{user}/image-set", params={"n": 4}).json()
     assert body["strategy"] == "personalised"
     assert (body["experiment"], body["variant"], body["exposure_id"]) == (None, None, None)
@@ -48,9 +41,9 @@ def test_without_a_running_experiment_the_set_is_the_personalised_one(client, tr
     assert before["experiment"] is None and before["images"] == body["images"]  # not started yet: as before
 
 
-def test_each_variant_serves_its_set_and_records_the_exposure(client, trained_artifacts, db_url):
+def test_each_variant_serves_its_set_and_records_the_exposure(client, trained_artifacts, db_url, shopper_ids):
     assert client.post("/v1/admin/experiments", json=EXPERIMENT, headers=ADMIN).status_code == 201
-    users = known_users(trained_artifacts, 30)
+    users = shopper_ids[:30]
     bodies = {}
     for u in users:
         r = client.get(f"/v1/users/{u}/image-set", params={"n": 5, "neighbours": 3, "at": DURING})
@@ -91,9 +84,9 @@ def test_each_variant_serves_its_set_and_records_the_exposure(client, trained_ar
     assert sum(v["exposures"] for v in report["variants"]) == len(users)
 
 
-def test_a_unit_keeps_its_variant_and_a_retried_exposure_counts_once(client, trained_artifacts):
+def test_a_unit_keeps_its_variant_and_a_retried_exposure_counts_once(client, trained_artifacts, shopper_ids):
     assert client.post("/v1/admin/experiments", json={**EXPERIMENT, "traffic": 0.3}, headers=ADMIN).status_code == 201
-    users = known_users(trained_artifacts, 40)
+    users = shopper_ids[:40]
     first = {u: client.get(f"/v1/users/{u}/image-set", params={"n": 2, "at": DURING}).json()["variant"] for u in users}
     inside = {u: v for u, v in first.items() if v is not None}
     assert 0 < len(inside) < len(users)
@@ -114,9 +107,9 @@ def test_a_unit_keeps_its_variant_and_a_retried_exposure_counts_once(client, tra
     assert records == 2 * len(inside)  # the first visit, then the retried one once
 
 
-def test_the_request_time_needs_the_client_clock_and_experiments_must_exist(trained_artifacts, db_url):
+def test_the_request_time_needs_the_client_clock_and_experiments_must_exist(trained_artifacts, db_url, shopper_ids):
     root, _ = trained_artifacts
-    user = known_users(trained_artifacts, 1)[0]
+    user = shopper_ids[:1][0]
     with TestClient(create_app(Settings(artifacts=root, database_url=db_url))) as c:
         r = c.get(f"/v1/users/{user}/image-set", params={"at": DURING})
         assert r.status_code == 422 and "VITRINE_CLIENT_CLOCK" in r.json()["detail"]
@@ -124,9 +117,9 @@ def test_the_request_time_needs_the_client_clock_and_experiments_must_exist(trai
         assert r.status_code == 404 and "no experiment named 'nope'" in r.json()["detail"]
 
 
-def test_the_class_filter_applies_to_the_popular_arm_too(client, trained_artifacts):
+def test_the_class_filter_applies_to_the_popular_arm_too(client, trained_artifacts, shopper_ids):
     assert client.post("/v1/admin/experiments", json=EXPERIMENT, headers=ADMIN).status_code == 201
-    users = known_users(trained_artifacts, 30)
+    users = shopper_ids[:30]
     control = None
     for u in users:
         body = client.get(f"/v1/users/{u}/image-set", params={"n": 4, "at": DURING}).json()

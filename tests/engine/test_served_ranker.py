@@ -36,10 +36,12 @@ def test_the_bundle_carries_a_ranker_and_serving_ranks_with_it(served):
     assert p[first] > 0
 
 
-def test_served_top_k_equals_the_evaluated_top_k_for_the_same_shoppers(served, demo_store):
+def test_served_top_k_equals_the_evaluated_top_k_for_the_same_shoppers(served, demo_store, trained_artifacts):
+    from features.pseudonyms import load_or_create_keyring
+
     bundle, personaliser = served
     config = build_config(TrainConfig, bundle.manifest["config"], source="bundle")
-    store = read_store(demo_store)
+    store = read_store(demo_store, pseudonyms=load_or_create_keyring(trained_artifacts[0]))  # as training reads it
     # the evaluation's path: fit on the same events as the bundle, write, load with serving's loader, ask by id
     evaluated = ServedRanker(config.ranker, catalogue=store.catalogue, weighting=config.weighting, seed=config.seed)
     data = build_interactions(store.events, config.weighting)
@@ -71,21 +73,23 @@ def test_a_session_reranks_through_the_same_ranker_for_new_and_known_shoppers(se
     assert personaliser.rank("a-new-shopper") is None  # no history and no session: nothing to rank
 
 
-def test_the_recommendations_endpoint_serves_the_evaluated_ranking(trained_artifacts, served):
+def test_the_recommendations_endpoint_serves_the_evaluated_ranking(trained_artifacts, served, shopper_ids):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
     from api.settings import Settings
+    from features.pseudonyms import load_or_create_keyring
 
     root, version = trained_artifacts
-    bundle, personaliser = served
-    user = str(bundle.embeddings.user_ids[5])
+    _, personaliser = served
+    user = shopper_ids[5]  # the shop's id; the bundle knows its pseudonym
+    pseudonym = load_or_create_keyring(root)(user)
     with TestClient(create_app(Settings(artifacts=root))) as client:
         got = client.get(f"/v1/users/{user}/recommendations", params={"k": 12})
         assert got.status_code == 200, got.text
         body = got.json()
         assert body["ranked_by"] == "ranker" and body["bundle_version"] == version
-        assert [it["item_id"] for it in body["items"]] == personaliser.recommended_items(user, 12)
+        assert [it["item_id"] for it in body["items"]] == personaliser.recommended_items(pseudonym, 12)
         assert client.get(f"/v1/users/{user}/recommendations", params={"k": 0}).status_code == 422
         new = client.get("/v1/users/someone-new/recommendations", params={"k": 3}).json()
         assert [it["item_id"] for it in new["items"]] == [str(i) for i in personaliser.ranker.popular[:3]]
