@@ -66,12 +66,14 @@ def audit_shopper(
     user_id: str, *, artifacts: Path, database_url: str, redis_url: str | None = None, version: str | None = None
 ) -> Audit:
     """What the event store, the shared sessions and the newest bundle (or ``version``) still hold of a shopper,
-    by every pseudonym they have under the keyring's keys."""
+    by every pseudonym they have under the keyring's keys. For an erased shopper, what they did after the erasure
+    is new data, not a trace: the event store is searched up to the erasure."""
     identities = Identities(artifacts)
     candidates = identities.pseudonyms.candidates(user_id)
     audit = Audit(erased_at=max((identities.register.erased_at(p) or 0.0 for p in candidates), default=0.0) or None)
     with EventStore(database_url) as events:
-        audit.places.update({f"event store: {k}": v for k, v in events.user_traces(candidates).items()})
+        traces = events.user_traces(candidates, until=audit.erased_at)  # after an erasure: what it covered
+        audit.places.update({f"event store: {k}": v for k, v in traces.items()})
         named_sessions = events.user_sessions(candidates)
     if redis_url:
         sessions, owners = _stores(redis_url)
