@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from engine.cli.options import add_artifacts, add_json, add_version, from_args, optional_path, write_json
@@ -12,7 +13,7 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from engine.benchmarks.load import run_load_benchmark
 
     report = run_load_benchmark(
-        artifacts=optional_path(args.artifacts), **from_args(args, "url", "requests", "concurrency", "n")
+        artifacts=optional_path(args.artifacts), **from_args(args, "url", "requests", "concurrency", "n", "service_key")
     )
     print(report.render())
     write_json(args.json, report.to_dict())
@@ -45,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     )
     load = bench.add_parser("load", help="concurrent HTTP load against the API")
     load.add_argument("--url", help="a running API (default: start one on the serving bundle)")
+    load.add_argument(
+        "--service-key",
+        default=os.environ.get("VITRINE_SERVICE_KEY"),
+        help="a service key of the API at --url (default $VITRINE_SERVICE_KEY)",
+    )
     add_artifacts(load)
     load.add_argument("--requests", type=int, default=400, help="requests per scenario")
     load.add_argument("--concurrency", type=int, default=8)
