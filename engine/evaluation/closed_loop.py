@@ -37,6 +37,7 @@ from engine.experiments.loop_report import loop_report
 from engine.training.config import TrainConfig, build_config
 from engine.training.retrain import retrain_embeddings
 from engine.world.tastes import Taste
+from features.pseudonyms import KEYRING_FILE
 from models.io import read_json
 
 logger = logging.getLogger(__name__)
@@ -87,9 +88,12 @@ def starting_bundle(store: Path, source: Path, into: Path) -> str:
 
 def copy_registry(source: Path, into: Path, version: str) -> None:
     """A registry at ``into`` holding ``source``'s bundle ``version`` (hard links where possible: bundles are
-    immutable), serving it."""
+    immutable), serving it, with the pseudonym keyring that bundle's shoppers are known by."""
     registry = ArtifactRegistry(source)
     shutil.copytree(registry.path(version), ArtifactRegistry(into).path(version), copy_function=link_or_copy)
+    keyring = Path(source) / KEYRING_FILE
+    if keyring.is_file():
+        shutil.copy2(keyring, Path(into) / KEYRING_FILE)
     ArtifactRegistry(into).set_current(version)
 
 
