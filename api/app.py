@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from api.routers import admin, demo, events, experiments, health, images, items, recommendations, sessions
 from api.settings import Settings, get_settings
-from engine.experiments.eventstore import EventStore, StoreError
+from engine.experiments.eventstore import EventStore, StoreError, StoreUnavailable
 from engine.serving.config import PersonaliserConfig
 from engine.serving.latents import open_latent_store
 from engine.serving.service import Service, SharedState, configure_runtime
@@ -86,6 +86,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(NoBundle)
     async def no_bundle(request: Request, exc: NoBundle) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "30"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        # the database lost its connection, filled its disk or timed out on a lock: the transaction was rolled
+        # back, so a client may resend the same request (events are idempotent by client_event_id)
+        logger.error("event store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            {"detail": f"{exc}; nothing of it was stored, retry shortly"}, status_code=503, headers={"Retry-After": "5"}
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

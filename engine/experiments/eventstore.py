@@ -35,7 +35,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import StaticPool
 
-from engine.experiments.database import DEFAULT_URL, StoreError, create_engine, migrate, redact, without_credentials
+from engine.experiments.database import (
+    DEFAULT_URL,
+    StoreError,
+    StoreUnavailable,
+    create_engine,
+    migrate,
+    redact,
+    without_credentials,
+)
 from engine.experiments.ingest import BadEvents, ingest_events
 from engine.experiments.records import ITEM_KINDS, MAX_ID_LENGTH, AddResult, Event, ExposureIn, to_epoch
 from engine.experiments.tables import assignments_t, events_t, experiments_t, exposures_t
@@ -50,6 +58,7 @@ __all__ = [
     "EventStore",
     "ExposureIn",
     "StoreError",
+    "StoreUnavailable",
     "exposures_t",
     "ingest_events",
     "read_event_log",
@@ -99,12 +108,17 @@ class EventStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self._lock, self._engine.connect().execution_options(vitrine_write=True) as conn, conn.begin():
+        with (
+            _answered("write"),
+            self._lock,
+            self._engine.connect().execution_options(vitrine_write=True) as conn,
+            conn.begin(),
+        ):
             yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._lock, self._engine.connect() as conn, conn.begin():
+        with _answered("read"), self._lock, self._engine.connect() as conn, conn.begin():
             yield conn
 
     def _insert(self, table: sa.Table):
@@ -342,6 +356,18 @@ class EventStore:
         for r in rows:
             r["exposures"] = n_exposures.get(r["unit_id"], 0)
         return rows
+
+
+@contextmanager
+def _answered(action: str) -> Iterator[None]:
+    """Turn the database failing mid-transaction (connection lost, disk full, lock wait timed out) into
+    :class:`StoreUnavailable`; the transaction around it has been rolled back by then."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if not (isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or exc.connection_invalidated):
+            raise
+        raise StoreUnavailable(f"the event store could not {action}: {str(exc.orig).strip()}") from exc
 
 
 def _event(row: sa.RowMapping) -> Event:
