@@ -61,6 +61,11 @@ class ImageSetOut(BaseModel):
     experiment: str | None = Field(None, description="the running experiment this set was served for, if any")
     variant: str | None = Field(None, description="the shopper's variant in that experiment")
     exposure_id: str | None = Field(None, description="the exposure recorded for this set (experiments only)")
+    experiment_skipped: str | None = Field(
+        None,
+        description="why no experiment was consulted for this set: the event store did not answer, so the set is "
+        "the running experiment's control arm (or the default set) and no exposure was recorded",
+    )
     min_pairwise_distance: float | None = Field(
         None, description="smallest cosine distance between two images' features in this set (diversity)"
     )

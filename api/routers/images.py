@@ -120,6 +120,7 @@ def image_set(
         experiment=shown.experiment,
         variant=shown.variant,
         exposure_id=shown.exposure_id if shown.experiment else None,
+        experiment_skipped=shown.experiment_skipped,
         min_pairwise_distance=getattr(result, "min_pairwise_distance", None),
         images=images,
     )

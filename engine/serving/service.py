@@ -11,11 +11,9 @@ registry's CURRENT pointer, so every worker picks up ``vitrine promote``.
 Experiments: without a running experiment for the shopper's unit, a shopper gets the Personaliser's set. When
 one is running (at the request time) and the unit falls in its traffic share, the unit's variant decides:
 strategy ``personalised`` is the Personaliser's generated set (session fold-in included), strategy ``popular``
-the catalogue's photos of its most popular items, the same for everyone. The exposure (experiment, variant,
-bundle version, the image ids shown) is written to the event store before the set is returned, so the report
-counts exactly the sets shoppers received. Which experiment: the one named by the request, else the running
-experiments in name order, the first whose traffic share holds the unit; a unit is in at most one experiment
-per request (experiments do not overlap on the image set).
+the catalogue's photos of its most popular items, the same for everyone. :mod:`engine.serving.arms` chooses the
+experiment and the arm and records the exposure before the set is returned; when the event store fails it shows
+the control arm's set and says so (``ShownSet.experiment_skipped``), never an error.
 """
 
 from __future__ import annotations
@@ -29,15 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import torch
 
 from engine.artifacts.bundle import load_bundle
 from engine.artifacts.registry import ArtifactRegistry, BundleRefused
-from engine.experiments.assignment import assign, record_exposure, unit_id_for
 from engine.experiments.definition import Experiment
 from engine.experiments.eventstore import EventStore, to_epoch
-from engine.experiments.manager import ExperimentRegistry, UnknownExperiment
+from engine.serving.arms import ExperimentArms
 from engine.serving.cache import LruCache
 from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import load_or_create_key
@@ -95,6 +91,7 @@ class Service:
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
         self.events = shared.events
+        self.experiments = ExperimentArms(shared.events)
         self.sessions = shared.sessions
         self.latents = shared.latents
         self._image_key = shared.image_key or load_or_create_key(self.registry.root)
@@ -224,13 +221,7 @@ class Service:
 
     def running_experiments(self, at: float, name: str | None = None) -> list[Experiment]:
         """The experiment ``name`` (UnknownExperiment if there is none) or every experiment, running at ``at``."""
-        if self.events is None:
-            if name is not None:
-                raise UnknownExperiment(f"no experiment named {name!r}: the event store is unavailable")
-            return []
-        registry = ExperimentRegistry(self.events)
-        experiments = [registry.get(name)] if name is not None else registry.list()
-        return [e for e in experiments if e.is_running(at)]
+        return self.experiments.running(at, name)
 
     def image_set(
         self,
@@ -258,45 +249,15 @@ class Service:
             classes=self.personaliser.catalogue.allowed_classes(classes),
             in_stock_only=in_stock_only,
         )
-        exposure_id = exposure_id or uuid.uuid4().hex
-        try:
-            candidates = self.running_experiments(ts, experiment)
-        except sa.exc.SQLAlchemyError as exc:  # the set keeps serving when the store fails
-            logger.error("experiments unavailable, serving the default set: %s", exc)
-            candidates = []
-        for exp in candidates:
-            unit = unit_id_for(exp, user_id=user_id, session_id=session_id)
-            if unit is None:
-                continue
-            try:
-                shown = self._in_experiment(exp, unit, request, ts, exposure_id)
-            except sa.exc.SQLAlchemyError as exc:
-                logger.error("could not record the exposure of %s in %s, serving the default: %s", unit, exp.name, exc)
-                break
-            if shown is not None:
-                return shown
-        return ShownSet(images=self._personalised(request))
-
-    def _in_experiment(
-        self, exp: Experiment, unit: str, request: _SetRequest, ts: float, exposure_id: str
-    ) -> ShownSet | None:
-        """The unit's variant's set with its exposure recorded, or None when the unit is not in ``exp`` at ``ts``."""
-        assert self.events is not None
-        chosen = self.events.assignment(exp.name, unit) or assign(exp, unit)
-        if chosen is None:
-            return None
-        shown = self._variant_set(exp, chosen, request)
-        recorded = self._record(exp, unit, shown, ts, request, exposure_id)
-        if recorded is not None and recorded != chosen:
-            # another worker recorded this unit's first exposure in between, with another variant
-            # (the configuration changed meanwhile): show and record what it recorded
-            logger.warning("unit %s of %s: recorded variant %s, not %s", unit, exp.name, recorded, chosen)
-            shown = self._variant_set(exp, recorded, request)
-            self._record(exp, unit, shown, ts, request, None)
-            chosen = recorded
-        if recorded is None:  # not running any more at ``ts``: nothing recorded
-            return None
-        return ShownSet(images=shown, experiment=exp.name, variant=chosen, exposure_id=exposure_id)
+        return self.experiments.shown_set(
+            user_id=request.user_id,
+            session_id=session_id,
+            at=ts,
+            name=experiment,
+            exposure_id=exposure_id or uuid.uuid4().hex,
+            variant_set=lambda exp, variant: self._variant_set(exp, variant, request),
+            default=lambda: self._personalised(request),
+        )
 
     def _session(self, session_id: str | None) -> list[SessionEvent] | None:
         """The session's events; None, logged, when the session store does not answer: the set is then
@@ -326,25 +287,3 @@ class Service:
         if strategy == "personalised":
             return self._personalised(request)
         raise ValueError(f"experiment {exp.name!r}, variant {variant!r}: the storefront cannot show {strategy!r}")
-
-    def _record(
-        self,
-        exp: Experiment,
-        unit: str,
-        shown: ImageSet | PopularSet,
-        ts: float,
-        request: _SetRequest,
-        exposure_id: str | None,
-    ) -> str | None:
-        assert self.events is not None
-        return record_exposure(
-            self.events,
-            exp,
-            unit,
-            ts=ts,
-            user_id=request.user_id,
-            session_id=request.session_id,
-            bundle_version=shown.bundle_version,
-            image_ids=[img.image_id for img in shown.images],
-            exposure_id=exposure_id,
-        )

@@ -110,12 +110,15 @@ class PopularSet:
 
 @dataclass(frozen=True, kw_only=True)
 class ShownSet:
-    """What a shopper was shown: the set, and the experiment and variant behind it (None: no experiment)."""
+    """What a shopper was shown: the set, and the experiment and variant behind it (None: no experiment).
+    ``experiment_skipped`` says why no experiment was consulted for this set when the event store failed (the
+    set is then the control arm's, or the default one; see :mod:`engine.serving.arms`)."""
 
     images: ImageSet | PopularSet
     experiment: str | None = None
     variant: str | None = None
     exposure_id: str | None = None
+    experiment_skipped: str | None = None
 
     @property
     def image_ids(self) -> list[str]:
