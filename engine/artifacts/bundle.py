@@ -1,7 +1,8 @@
 """A loaded model bundle: every component the Personaliser needs, checked for consistency.
 
-``load_bundle`` refuses a bundle with a clear message (``BundleRefused``) when a file is missing, a
-schema is not the one this code reads, or the components do not fit together. The API loads bundles
+``load_bundle`` refuses a bundle with a clear message (``BundleRefused``) when a file is missing or differs
+from the checksum its manifest recorded, a schema is not the one this code reads, or the components do not fit
+together. The API loads bundles
 only through here, so a bad bundle can never replace a good one.
 """
 
@@ -16,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from engine.artifacts.registry import BUNDLE_SCHEMA_VERSION, BundleRefused
+from engine.artifacts.registry import BUNDLE_SCHEMA_VERSION, CHECKSUMS, BundleRefused, bundle_checksums
 from features.attributes import AttributeEncoder
 from features.weighting import WeightingConfig
 from models.classifier import AttributeClassifier
@@ -75,6 +76,35 @@ def _check_manifest(path: Path, component: str, problems: list[str]) -> dict:
     return manifest
 
 
+def _check_files(path: Path, manifest: dict) -> list[str]:
+    """Every file against the checksum the bundle manifest recorded for it (none recorded: nothing to check)."""
+    recorded = manifest.get(CHECKSUMS)
+    if recorded is None:
+        logger.info("bundle %s records no file checksums (written before they existed): not verified", path.name)
+        return []
+    if not isinstance(recorded, dict):
+        return [f"manifest.json: {CHECKSUMS} must map file paths to SHA-256 digests"]
+    found = bundle_checksums(path)
+    problems = []
+    missing = sorted(set(recorded) - set(found))
+    if missing:
+        problems.append(f"files missing: {_few(missing)}")
+    changed = sorted(name for name in set(recorded) & set(found) if recorded[name] != found[name])
+    if changed:
+        problems.append(
+            f"files differ from the checksums recorded when the bundle was written (corrupt or changed since): "
+            f"{_few(changed)}"
+        )
+    extra = sorted(set(found) - set(recorded))
+    if extra:
+        problems.append(f"files the manifest does not list (added after the bundle was written): {_few(extra)}")
+    return problems
+
+
+def _few(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
     """Load and check a bundle folder; raise ``BundleRefused`` listing every problem found."""
     path = Path(path)
@@ -82,13 +112,14 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
     if not path.is_dir():
         raise BundleRefused(f"{path} is not a bundle folder")
     manifest = _check_manifest(path, "bundle", problems)
+    integrity = _check_files(path, manifest)  # reported with every other problem found
     for component in COMPONENTS:
         if not (path / component).is_dir():
             problems.append(f"{component}/ is missing")
         else:
             _check_manifest(path / component, component, problems)
     if problems:
-        raise BundleRefused(f"bundle {path.name} refused: " + "; ".join(problems))
+        raise BundleRefused(f"bundle {path.name} refused: " + "; ".join(integrity + problems))
     try:
         catalogue = pd.read_parquet(path / "catalogue" / "items.parquet")
         encoder = AttributeEncoder.from_dict(read_json(path / "catalogue" / "attributes.json"))
@@ -107,9 +138,8 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
             visual = VisualComponent.load(path / "visual", device=device)
             discriminator = Discriminator.load(path / "generator", device=device)
     except Exception as exc:
-        raise BundleRefused(
-            f"bundle {path.name} refused: a component failed to load ({type(exc).__name__}: {exc})"
-        ) from exc
+        failed = f"a component failed to load ({type(exc).__name__}: {exc})"
+        raise BundleRefused(f"bundle {path.name} refused: " + "; ".join([*integrity, failed])) from exc
 
     codes = encoder.transform(catalogue)
     if (codes < 0).any():
@@ -154,6 +184,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
                 problems.append("the generator produces NaN or inf")
             elif not torch.isfinite(classifier.features(img)).all():
                 problems.append("the classifier produces NaN or inf features")
+    problems = integrity + problems
     if problems:
         raise BundleRefused(f"bundle {path.name} refused: " + "; ".join(problems))
     root = cat_manifest.get("image_root")

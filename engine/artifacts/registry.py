@@ -8,8 +8,16 @@ Layout::
     <root>/CURRENT                          the serving version's name (swapped atomically)
 
 A bundle is written into ``<root>/.staging-<version>`` and renamed into place only when complete, so a
-half-written bundle never looks like a version. Promotion verifies the bundle first and refuses it on
-any problem; the old pointer stays.
+half-written bundle never looks like a version. Its manifest, written last, records the SHA-256 of every other
+file in the bundle (``file_sha256``), and loading verifies them (``engine.artifacts.bundle``): a file that was
+truncated, garbled or swapped after the bundle was written is refused. Bundles written before checksums existed
+lack the key and load unverified. Promotion verifies the bundle first and refuses it on any problem; the old
+pointer stays.
+
+The pointer is replaced, never rewritten: the new name goes to a temporary file that is flushed to disk, then
+renamed over ``CURRENT`` and the folder flushed too. A process killed at any moment (``kill -9``, a crash, a
+power cut after the rename returned) leaves ``CURRENT`` naming the old version or the new one, never a partial
+name.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ logger = logging.getLogger(__name__)
 BUNDLE_SCHEMA_VERSION = 1
 POINTER = "CURRENT"
 VERSION_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
+#: The bundle manifest's key that maps each other file of the bundle (a POSIX path inside it) to its SHA-256.
+CHECKSUMS = "file_sha256"
 
 
 def package_version() -> str:
@@ -103,10 +113,14 @@ class ArtifactRegistry:
         return path
 
     def commit(self, staging: Path, version: str, manifest: dict) -> Path:
-        """Write the bundle manifest last, then move the staged bundle into place."""
+        """Flush every staged file to disk and record its checksum in the bundle manifest, written last; then
+        move the staged bundle into place."""
+        manifest = {**manifest, CHECKSUMS: bundle_checksums(staging, flush=True)}
         write_json(staging / "manifest.json", manifest)
+        _flush(staging / "manifest.json")
         final = self.path(version)
         os.replace(staging, final)
+        _flush_folder(self.root)
         logger.info("wrote bundle %s", final)
         return final
 
@@ -135,13 +149,58 @@ class ArtifactRegistry:
         return name or None
 
     def set_current(self, version: str) -> None:
-        """Atomically point the registry at ``version`` (temp file + rename)."""
+        """Atomically point the registry at ``version``: a temporary file, flushed to disk, renamed over the
+        pointer, and the folder flushed (module docstring)."""
         self.path(version)  # validates the name
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".CURRENT.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(version + "\n")
-        os.replace(tmp, self.root / POINTER)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(version + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.root / POINTER)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _flush_folder(self.root)
         logger.info("bundle %s now serves", version)
+
+
+def bundle_checksums(folder: Path, *, flush: bool = False) -> dict[str, str]:
+    """The SHA-256 of every file under a bundle folder but its top-level ``manifest.json``, by POSIX path inside
+    it; ``flush``: also force each file (and folder) to disk, as a commit does."""
+    folder = Path(folder)
+    sums = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            if flush:
+                _flush_folder(path)
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if rel == "manifest.json":
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
+            if flush:
+                os.fsync(fh.fileno())
+        sums[rel] = digest.hexdigest()
+    return sums
+
+
+def _flush(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _flush_folder(folder: Path) -> None:
+    """Force a folder's entries (a rename into it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def link_or_copy(src: str, dst: str) -> str:
