@@ -88,6 +88,29 @@ def test_a_broken_promoted_bundle_is_refused_and_the_old_one_keeps_serving(two_b
         assert client.get("/v1/users/U00001/image-set?n=1").json()["bundle_version"] == old
 
 
+def test_a_bundle_garbled_after_it_was_written_is_refused_and_the_old_one_keeps_serving(two_bundles):
+    """Bytes of the new bundle's generator weights zeroed in place (same size, still a valid file): only the
+    checksum the manifest recorded tells; the reload is refused, and a worker following the pointer refuses it
+    too, both still serving the old bundle."""
+    root, old, new = two_bundles
+    weights = root / new / "generator" / "generator_ema.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    weights.unlink()  # a hard link to the old bundle's file: replace it, never write through it
+    weights.write_bytes(bytes(data))
+    with _client(root) as client:
+        ArtifactRegistry(root).set_current(new)
+        r = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 409
+        assert "differ from the checksums" in r.json()["detail"] and f"still serving {old}" in r.json()["detail"]
+        client.app.state.service.watch_seconds = 0.0
+        for _ in range(3):
+            r = client.get("/v1/users/U00001/image-set?n=1")
+            assert r.status_code == 200 and r.json()["bundle_version"] == old
+            time.sleep(0.5)
+        assert client.get("/healthz").json()["bundle_version"] == old
+
+
 def test_workers_follow_the_pointer_on_their_own(two_bundles):
     root, old, new = two_bundles
     with _client(root) as client:

@@ -1,5 +1,6 @@
 """Bundles: written complete, loaded with checks, refused when broken, promoted atomically."""
 
+import hashlib
 import json
 import shutil
 
@@ -9,7 +10,7 @@ import torch
 
 from engine.artifacts.bundle import load_bundle
 from engine.artifacts.promotion import promote_bundle
-from engine.artifacts.registry import ArtifactRegistry, BundleRefused
+from engine.artifacts.registry import CHECKSUMS, ArtifactRegistry, BundleRefused
 
 
 def test_bundle_round_trip_has_every_component_and_manifest(trained_artifacts):
@@ -67,6 +68,64 @@ def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(trained_artifact
     with pytest.raises(BundleRefused, match="failed to load"):
         promote_bundle(reg, broken)
     assert reg.current() == version
+
+
+def test_the_manifest_records_a_checksum_of_every_other_file(trained_artifacts):
+    root, version = trained_artifacts
+    recorded = json.loads((root / version / "manifest.json").read_text())[CHECKSUMS]
+    files = {p.relative_to(root / version).as_posix() for p in (root / version).rglob("*") if p.is_file()}
+    assert set(recorded) == files - {"manifest.json"}
+    weights = root / version / "generator" / "generator_ema.safetensors"
+    assert recorded["generator/generator_ema.safetensors"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def _garble(path, at: float = 0.5) -> None:
+    """Overwrite 64 bytes in the middle of a file: its size and format stay, its content does not."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * at)
+    data[start : start + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_a_garbled_weights_file_is_refused_by_its_checksum(trained_artifacts, tmp_path):
+    """Zeroed bytes inside the generator's weights still load (a valid safetensors file of finite floats): only
+    the checksum tells. Without the manifest's checksums the same bundle loads, and would serve other images."""
+    root, version = trained_artifacts
+    _copy(root, version, tmp_path)
+    _garble(tmp_path / version / "generator" / "generator_ema.safetensors")
+    with pytest.raises(BundleRefused, match=r"differ from the checksums .*generator/generator_ema\.safetensors"):
+        load_bundle(tmp_path / version)
+    manifest = json.loads((tmp_path / version / "manifest.json").read_text())
+    del manifest[CHECKSUMS]  # as a bundle written before checksums existed
+    (tmp_path / version / "manifest.json").write_text(json.dumps(manifest))
+    unchecked = load_bundle(tmp_path / version)
+    original = load_bundle(root / version)
+    z, y = torch.zeros(1, original.generator.config.z_dim), torch.as_tensor(original.codes[:1].copy())
+    assert not torch.equal(unchecked.generator(z, y), original.generator(z, y))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "fragment"),
+    [
+        (
+            lambda b: (b / "embeddings" / "factors.npz").write_bytes(
+                (b / "embeddings" / "factors.npz").read_bytes()[:99]
+            ),
+            "differ from the checksums",
+        ),
+        (lambda b: (b / "index" / "manifest.json").write_text("{not json"), "index: manifest.json is not valid JSON"),
+        (lambda b: (b / "manifest.json").write_text("{not json"), "bundle: manifest.json is not valid JSON"),
+        (lambda b: (b / "ranker" / "ranker.json").unlink(), "files missing: ranker/ranker.json"),
+        (lambda b: (b / "generator" / "notes.txt").write_text("hi"), "does not list .*generator/notes.txt"),
+    ],
+    ids=["truncated", "component-manifest", "bundle-manifest", "missing", "added"],
+)
+def test_a_spoiled_bundle_file_is_refused_saying_which(trained_artifacts, tmp_path, spoil, fragment):
+    root, version = trained_artifacts
+    _copy(root, version, tmp_path)
+    spoil(tmp_path / version)
+    with pytest.raises(BundleRefused, match=fragment):
+        load_bundle(tmp_path / version)
 
 
 def test_bundle_with_mismatched_components_is_refused(trained_artifacts, tmp_path):
