@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -140,3 +141,24 @@ def test_retention_deletes_old_events_only(db_url, tmp_path):
     assert retain(30, database_url=db_url, now=100 * 86_400.0) == {"events": 1, "exposures": 0}
     with pytest.raises(ValueError, match="positive"):
         retain(0, database_url=db_url)
+
+
+@pytest.mark.redis
+def test_with_redis_the_erasure_finds_sessions_any_host_linked(redis_url, redis_cleanup, tmp_path, db_url):
+    """Two hosts share Redis: a session linked on one is erased from the other."""
+    from engine.serving.privacy import Identities, SessionOwners, forget
+    from engine.serving.sessions import RedisSessionStore, SessionEvent
+
+    redis_cleanup.append("vitrine:owner:ps1-*")
+    prefix = f"vitrine-test-erasure:{tmp_path.name}:"
+    redis_cleanup.append(f"{prefix}*")
+    identities = Identities(tmp_path)
+    pseudonym = identities.pseudonyms("shopper-on-host-a")
+    host_a, host_b = SessionOwners.open(redis_url), SessionOwners.open(redis_url)
+    sessions = RedisSessionStore.from_url(redis_url, prefix=prefix)
+    sessions.add("sess-a", [SessionEvent(item_id="i1", event_type="view", timestamp=pd.Timestamp.now(tz="UTC"))])
+    host_a.link(pseudonym, "sess-a")
+    assert host_b.sessions(pseudonym) == {"sess-a"}
+    with EventStore(db_url) as events:
+        result = forget([pseudonym], identities=identities, events=events, sessions=sessions, owners=host_b)
+    assert result.removed["sessions"] == 1 and sessions.get("sess-a") == [] and host_a.sessions(pseudonym) == set()
