@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import admin, demo, events, experiments, health, images, items, recommendations, sessions
+from api.routers import admin, demo, events, experiments, health, images, items, merchant, recommendations, sessions
 from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError, StoreUnavailable
 from engine.serving.config import PersonaliserConfig
@@ -117,4 +117,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(admin.router)
     app.include_router(demo.router)
+    app.include_router(merchant.router)
     return app

@@ -63,6 +63,36 @@ def shopper_ids(demo_store, trained_artifacts) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def sparse_artifacts(trained_artifacts, tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
+    """The trained bundle, copied into a registry of its own with one combination of attribute values missing from
+    its catalogue (the small demo store has every one, each once: that item's pattern is relabelled, so its photo
+    no longer matches its labels). Returns (root, version, the missing combination)."""
+    import shutil
+
+    import pandas as pd
+
+    from engine.artifacts.registry import CHECKSUMS, ArtifactRegistry
+    from models.io import read_json
+
+    root, version = trained_artifacts
+    registry = ArtifactRegistry(tmp_path_factory.mktemp("sparse-artifacts"))
+    copy = registry.new_version("sparse")
+    staging = registry.staging(copy)
+    shutil.copytree(root / version, staging, dirs_exist_ok=True)
+    items = pd.read_parquet(staging / "catalogue" / "items.parquet")
+    missing = {a: str(items.at[0, a]) for a in ("class", "colour", "pattern")}
+    items.at[0, "pattern"] = next(p for p in sorted(items["pattern"].unique()) if p != missing["pattern"])
+    still = (items[list(missing)] == pd.Series(missing)).all(axis=1)
+    assert not still.any(), "the small demo store was meant to hold each combination once"
+    items.to_parquet(staging / "catalogue" / "items.parquet", index=False)
+    manifest = read_json(staging / "manifest.json")
+    manifest.pop(CHECKSUMS, None)
+    registry.commit(staging, copy, manifest)
+    registry.set_current(copy)
+    return registry.root, copy, missing
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     """The test Redis, 127.0.0.1:6379 db 0; a test that needs it skips, saying why, when it does not answer.
     Tests write under key prefixes or session ids of their own and delete them afterwards."""

@@ -1,7 +1,8 @@
 """``vitrine``: the one command-line entry point. Each subcommand is a thin wrapper over one engine function.
 
 One module per command group (``data``, ``train``, ``evaluate``, ``serve`` with ``bundles`` and ``promote``,
-``bench``, ``experiments``, and ``generator``, the generator study's commands under train, evaluate and bench);
+``bench``, ``experiments``, ``generator``, the generator study's commands under train, evaluate and bench, and
+``merchant``: ``generate`` and ``tag`` with their evaluations);
 this module composes their parsers and is the only place in the code base that configures logging. Handlers import
 the engine lazily, so ``vitrine --help`` does not load the models.
 """
@@ -13,7 +14,7 @@ import logging
 import os
 import sys
 
-from engine.cli import bench, data, evaluate, experiments, generator, privacy, serve, train
+from engine.cli import bench, data, evaluate, experiments, generator, merchant, privacy, serve, train
 
 logger = logging.getLogger("vitrine")
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.register(sub)
     bench_sub = bench.register(sub)
     generator.register(train_sub, evaluate_sub, bench_sub)
+    merchant.register(sub, evaluate_sub)
     experiments.register(sub)
     return parser
 

@@ -5,7 +5,8 @@ An id names what a worker needs to regenerate an image, and is signed so that on
     <bundle>.<condition>.<seed>[.<latent>].<tag>
 
 - ``bundle``: 8 base64url characters of a digest of the bundle version; an id from another bundle is refused;
-- ``condition``: the row of the bundle's condition table (``ConditionModel.codes``), in decimal;
+- ``condition``: the row of the bundle's condition table (``ConditionModel.codes``), in decimal; rows past its
+  end name the combinations of attribute values the catalogue may lack (images of new products);
 - ``seed``: the noise seed, 16 hex digits;
 - ``latent``: only for an image tuned to a shopper, the key (16 base64url characters, a digest of the bundle
   and of z) under which its optimised latent code z is kept on the server (``latents.LatentStore``);
@@ -23,9 +24,11 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import os
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,7 @@ _TAG_BYTES = 16
 _DIGEST_BYTES = 6  # the bundle field: 48 bits, 8 base64url characters
 _LATENT_BYTES = 12  # the latent key: 96 bits, 16 base64url characters
 _B64 = r"[A-Za-z0-9_-]"
+_MAX_ROWS = 10**9  # the condition field holds at most 9 digits
 IMAGE_ID_RE = re.compile(
     rf"^(?P<bundle>{_B64}{{8}})\.(?P<condition>\d+)\.(?P<seed>[0-9a-f]{{16}})"
     rf"(?:\.(?P<latent>{_B64}{{16}}))?\.(?P<tag>{_B64}{{22}})$"
@@ -114,14 +118,45 @@ class ImageRef:
 class ImageIdCodec:
     """Writes and verifies the signed image ids of one bundle (its version and condition table)."""
 
-    def __init__(self, version: str, conditions: np.ndarray, key: bytes) -> None:
-        """``conditions``: (n_conditions, n_attributes) the bundle's distinct conditions; ``key``: the secret."""
+    def __init__(
+        self, version: str, conditions: np.ndarray, key: bytes, *, cardinalities: Sequence[int] | None = None
+    ) -> None:
+        """``conditions``: (n_conditions, n_attributes) the bundle's distinct conditions; ``key``: the secret.
+
+        ``cardinalities`` (the number of values of each attribute), when given, also names every combination of
+        values, in the catalogue or not: rows from ``n_conditions`` on are the combinations in mixed-radix order
+        (the first attribute varying slowest), so that images of a product the catalogue lacks have ids too."""
         if len(key) < MIN_KEY_BYTES:
             raise ValueError(f"the image key must be at least {MIN_KEY_BYTES} bytes; got {len(key)}")
         self.version = version
         self.conditions = np.asarray(conditions, dtype=np.int64)
+        self.cardinalities = tuple(int(c) for c in cardinalities or ())
+        self._combinations = math.prod(self.cardinalities) if self.cardinalities else 0
+        if len(self.conditions) + self._combinations > _MAX_ROWS:
+            raise ValueError(f"{len(self.conditions) + self._combinations} condition rows; an id names fewer than 10^9")
+        self._rows = {tuple(int(v) for v in c): r for r, c in enumerate(self.conditions)}
         self._key = key
         self._bundle = _b64(hashlib.blake2b(version.encode(), digest_size=_DIGEST_BYTES).digest())
+
+    def row_of(self, codes: Sequence[int] | np.ndarray) -> int:
+        """The condition row of a combination of codes: its catalogue row, else (with ``cardinalities``) its row
+        among all combinations; ValueError when this codec cannot name it."""
+        key = tuple(int(v) for v in codes)
+        row = self._rows.get(key)
+        if row is not None:
+            return row
+        if not self.cardinalities or len(key) != len(self.cardinalities):
+            raise ValueError(f"condition {key} is not one of this bundle's catalogue conditions")
+        if not all(0 <= v < c for v, c in zip(key, self.cardinalities, strict=True)):
+            raise ValueError(f"condition {key} lies outside the attributes' {self.cardinalities} values")
+        return len(self.conditions) + int(np.ravel_multi_index(key, self.cardinalities))
+
+    def _codes(self, row: int) -> np.ndarray | None:
+        if row < len(self.conditions):
+            return self.conditions[row]
+        if row - len(self.conditions) < self._combinations:
+            return np.array(np.unravel_index(row - len(self.conditions), self.cardinalities), dtype=np.int64)
+        return None
 
     def _tag(self, payload: str) -> str:
         mac = hmac.new(self._key, b"vitrine image id\0" + payload.encode(), hashlib.sha256)
@@ -135,7 +170,7 @@ class ImageIdCodec:
 
     def encode(self, condition: int, seed: int, latent: str | None = None) -> str:
         """The id of G(z, c) for condition row ``condition`` and noise ``seed`` (z stored under ``latent``)."""
-        if not 0 <= condition < len(self.conditions) or not 0 <= seed < 1 << 64:
+        if not 0 <= condition < len(self.conditions) + self._combinations or not 0 <= seed < 1 << 64:
             raise ValueError(f"no image id for condition row {condition} and seed {seed} in this bundle")
         payload = f"{self._bundle}.{int(condition)}.{seed:016x}" + (f".{latent}" if latent is not None else "")
         return f"{payload}.{self._tag(payload)}"
@@ -156,6 +191,7 @@ class ImageIdCodec:
                 f"image {image_id} was made by another bundle, which no longer serves (now {self.version})" + _INVALID
             )
         row = int(m["condition"])  # a Python int: an absurd number is out of range, never an overflow
-        if row >= len(self.conditions):
+        codes = self._codes(row)
+        if codes is None:
             raise UnknownImage(f"image {image_id} names a condition this bundle does not have{_INVALID}")
-        return ImageRef(condition=row, codes=self.conditions[row], seed=int(m["seed"], 16), latent=m["latent"])
+        return ImageRef(condition=row, codes=codes, seed=int(m["seed"], 16), latent=m["latent"])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import secrets
 from pathlib import Path
 
@@ -58,14 +59,28 @@ from engine.serving.preference import (
     mmr_relevance,
     select_diverse,
 )
+from engine.serving.products import NewProducts, ProductImages
 from engine.serving.ranker import Ranking, ShopperRanker
 from engine.serving.sessions import SessionEvent
+from engine.serving.tagging import Tagger
 from engine.serving.types import Explanation, GeneratedImage, ImageSet, NearestItem, UnknownImage
 from models.pixels import to_png, to_uint8
 
 logger = logging.getLogger(__name__)
 #: Images G(z, c), their raw classifier features and those features at unit length (``ImageGenerator.render``).
 Rendered = tuple[torch.Tensor, torch.Tensor, np.ndarray]
+
+
+def _nameable(bundle: Bundle) -> tuple[int, ...] | None:
+    """The attributes' cardinalities when image ids can name every combination of values (fewer than 10^9 with
+    the catalogue's own conditions), else None: new-product images are then made only of catalogue conditions."""
+    cards = bundle.encoder.cardinalities
+    if math.prod(cards) + len(bundle.codes) < 10**9:
+        return cards
+    logger.warning(
+        "bundle %s: %d attribute combinations, too many to name in image ids", bundle.version, math.prod(cards)
+    )
+    return None
 
 
 def session_key(session: list[SessionEvent] | None) -> str:
@@ -106,7 +121,14 @@ class Personaliser:
         self.preference = PreferenceOptimiser(bundle, self.config)
         self.grounding = Grounder(bundle, self.catalogue, self.config)
         self.ranker = self._load_ranker(ranker_folder or bundle.path / "ranker") if self.config.ranker else None
-        self.ids = ImageIdCodec(bundle.version, self.conditions.codes, key or secrets.token_bytes(32))
+        # ids name every combination of attribute values, so that images of new products have ids too
+        self.ids = ImageIdCodec(
+            bundle.version, self.conditions.codes, key or secrets.token_bytes(32), cardinalities=_nameable(bundle)
+        )
+        self.tagger = Tagger.from_bundle(bundle)
+        self.products = NewProducts(
+            bundle, self.generator, self.grounding, self.ids, self.tagger, self.config, self.gate
+        )
         self.latents: LatentStore = latents if latents is not None else MemoryLatentStore()
         self._pngs: LruCache[bytes] = LruCache(self.config.cache_size)
         # each set with the latent codes its ids refer to, written again whenever the set is served
@@ -380,6 +402,22 @@ class Personaliser:
         if z is None or self.ids.latent_key(z) != ref.latent:
             raise UnknownImage(f"image {image_id} has expired; request a new image set")
         return ref.codes, ref.seed, z
+
+    def new_product_images(
+        self,
+        values: dict[str, str],
+        n: int,
+        *,
+        seed: int = 0,
+        neighbours: int = 4,
+        in_stock_only: bool = True,
+    ) -> ProductImages:
+        """n images of an attribute combination, in the catalogue or not (``products.NewProducts``); their PNGs
+        are cached for ``/v1/images/{id}.png``. ValueError says what to change in the request."""
+        result, pngs = self.products.images(values, n, seed=seed, neighbours=neighbours, in_stock_only=in_stock_only)
+        for image, png in zip(result.images, pngs, strict=True):
+            self._pngs.put(image.image_id, png)
+        return result
 
     def render_png(self, image_id: str) -> bytes:
         """The PNG of an image id: from the cache, or regenerated from the id (and its stored latent code)."""

@@ -27,12 +27,26 @@ class ClassifierTrainConfig:
     holdout: float = 0.15  # share of items kept out of training to measure accuracy
     translation: float = 0.06
     device: str = "cpu"
+    max_seconds: float | None = None  # stop training after this long (the learning-rate schedule is cut short)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError("epochs >= 1, batch_size >= 2 and lr > 0 are required")
         if not 0.0 <= self.holdout < 0.9:
             raise ValueError(f"holdout must be in [0, 0.9); got {self.holdout}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive (or None: no limit); got {self.max_seconds}")
+
+
+def holdout_split(n: int, holdout: float, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held-out rows, training rows) of n images: a random ``holdout`` share is held out.
+
+    ``train_classifier`` draws it first from a generator seeded with its seed, so
+    ``holdout_split(n, holdout, torch.Generator().manual_seed(seed))`` names the images a trained classifier
+    never saw (``vitrine evaluate tagging`` measures a bundle's classifier on them)."""
+    perm = torch.randperm(n, generator=rng)
+    n_hold = round(n * holdout)
+    return perm[:n_hold], perm[n_hold:]
 
 
 @torch.no_grad()
@@ -61,9 +75,8 @@ def train_classifier(
     data = to_tensor_images(images)
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
     rng = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(data), generator=rng)
-    n_hold = round(len(data) * train_config.holdout)
-    hold, train = perm[:n_hold], perm[n_hold:]
+    hold, train = holdout_split(len(data), train_config.holdout, rng)
+    n_hold = len(hold)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AttributeClassifier(config)
@@ -77,9 +90,15 @@ def train_classifier(
     started = time.perf_counter()
     bar = tqdm(total=train_config.epochs * steps_per_epoch, desc="classifier", unit="step", disable=not show_progress)
     model.train()
+    steps, stopped_early = 0, False
     for _ in range(train_config.epochs):
+        if stopped_early:
+            break
         order = train[torch.randperm(len(train), generator=rng)]
         for s in range(steps_per_epoch):
+            if train_config.max_seconds is not None and time.perf_counter() - started > train_config.max_seconds:
+                stopped_early = True
+                break
             idx = order[s * train_config.batch_size : (s + 1) * train_config.batch_size]
             x = data[idx].float().div_(127.5).sub_(1.0)
             if train_config.translation > 0:
@@ -90,6 +109,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+            steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
@@ -99,6 +119,8 @@ def train_classifier(
         "holdout_items": n_hold,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if train_config.max_seconds is not None:  # only then, so bundles' metrics read as before
+        metrics.update(steps=steps, stopped_early=stopped_early)
     if n_hold:
         preds = predict(model, data[hold].to(device))
         for a, name in enumerate(config.attribute_names):
