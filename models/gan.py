@@ -4,6 +4,9 @@ Generator: residual up-sampling blocks whose BatchNorm gains and biases are pred
 condition (conditional BN, de Vries et al. 2017; as in SNGAN/BigGAN). Discriminator: residual
 down-sampling blocks with spectral normalisation (Miyato et al., ICLR 2018) and a projection head
 (Miyato & Koyama, ICLR 2018): D(x, y) = ψ(φ(x)) + Σ_a ⟨E_a(y_a), φ(x)⟩, one embedding per attribute.
+With ``d_norm="group"`` the discriminator uses GroupNorm (Wu & He, ECCV 2018) after each convolution and no
+spectral norm: the variant DP-SGD can train, since Opacus computes per-example gradients for GroupNorm but
+not through spectral norm's reparametrised weights (its DCGAN example makes the same swap).
 Training (hinge loss, EMA of the generator, DiffAugment) lives in ``engine.training.gan``.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,6 +42,7 @@ class GANConfig:
     g_width: int = 32  # channels of the last generator block; doubles towards 4x4, capped at max_width
     d_width: int = 32
     max_width: int = 256
+    d_norm: str = "spectral"  # "spectral" (spectral norm) or "group" (GroupNorm, trainable with DP-SGD)
 
     def __post_init__(self) -> None:
         if len(self.attribute_names) != len(self.cardinalities) or not self.attribute_names:
@@ -48,6 +53,8 @@ class GANConfig:
             raise ValueError(f"image_size must be 16, 32, 64 or 128; got {self.image_size}")
         if self.arch not in ("resnet", "dcgan"):
             raise ValueError(f"arch must be 'resnet' or 'dcgan'; got {self.arch!r}")
+        if self.d_norm not in ("spectral", "group"):
+            raise ValueError(f"d_norm must be 'spectral' or 'group'; got {self.d_norm!r}")
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB); got {self.channels}")
         for name in ("z_dim", "embed_dim", "g_width", "d_width", "max_width"):
@@ -149,18 +156,30 @@ class Generator(nn.Module):
         return generator.to(device).eval()
 
 
+def _normed(layer: ModuleT, norm: str) -> ModuleT:
+    """``layer`` spectrally normalised, or as it is when the discriminator uses GroupNorm instead."""
+    return spectral_norm(layer) if norm == "spectral" else layer
+
+
+def _group_norm(channels: int, norm: str) -> nn.Module:
+    """GroupNorm of up to 32 groups (widths are powers of two) for ``norm == "group"``; identity otherwise."""
+    return nn.GroupNorm(min(32, channels), channels) if norm == "group" else nn.Identity()
+
+
 class DBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool, norm: str = "spectral") -> None:
         super().__init__()
         self.first = first
         self.downsample = downsample
-        self.conv1 = spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1))
-        self.conv2 = spectral_norm(nn.Conv2d(c_out, c_out, 3, padding=1))
-        self.skip = spectral_norm(nn.Conv2d(c_in, c_out, 1)) if (c_in != c_out or downsample) else None
+        self.conv1 = _normed(nn.Conv2d(c_in, c_out, 3, padding=1), norm)
+        self.norm1 = _group_norm(c_out, norm)
+        self.conv2 = _normed(nn.Conv2d(c_out, c_out, 3, padding=1), norm)
+        self.norm2 = _group_norm(c_out, norm)
+        self.skip = _normed(nn.Conv2d(c_in, c_out, 1), norm) if (c_in != c_out or downsample) else None
 
     def forward(self, x: Tensor) -> Tensor:
         h = x if self.first else F.relu(x)
-        h = self.conv2(F.relu(self.conv1(h)))
+        h = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(h)))))
         if self.downsample:
             h = F.avg_pool2d(h, 2)
         s = x
@@ -175,17 +194,17 @@ class DBlock(nn.Module):
 
 
 class DBlockLight(nn.Module):
-    """DCGAN-style down-sampling: 4x4 convolution with stride 2 (spectrally normalised), leaky ReLU."""
+    """DCGAN-style down-sampling: 4x4 convolution with stride 2 (spectrally normalised, or followed by GroupNorm
+    except in the first block, as DCGAN leaves its first layer unnormalised), leaky ReLU."""
 
-    def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool) -> None:
+    def __init__(self, c_in: int, c_out: int, *, downsample: bool, first: bool, norm: str = "spectral") -> None:
         super().__init__()
-        del first
-        self.conv = spectral_norm(
-            nn.Conv2d(c_in, c_out, 4, stride=2, padding=1) if downsample else nn.Conv2d(c_in, c_out, 3, padding=1)
-        )
+        conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1) if downsample else nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv = _normed(conv, norm)
+        self.norm = nn.Identity() if first else _group_norm(c_out, norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.leaky_relu(self.conv(x), 0.1)
+        return F.leaky_relu(self.norm(self.conv(x)), 0.1)
 
 
 class Discriminator(nn.Module):
@@ -195,13 +214,14 @@ class Discriminator(nn.Module):
         super().__init__()
         self.config = config
         widths = list(reversed(config.widths(config.d_width)))  # full resolution -> 4x4
-        block = DBlock if config.arch == "resnet" else DBlockLight
+        block = partial(DBlock if config.arch == "resnet" else DBlockLight, norm=config.d_norm)
         blocks = [block(config.channels, widths[0], downsample=True, first=True)]
         blocks += [block(widths[k], widths[k + 1], downsample=True, first=False) for k in range(config.n_blocks - 1)]
         blocks.append(block(widths[-2], widths[-1], downsample=False, first=False))
         self.blocks = nn.ModuleList(blocks)
-        self.linear = spectral_norm(nn.Linear(widths[-1], 1))
-        self.projections = nn.ModuleList(spectral_norm(nn.Embedding(n, widths[-1])) for n in config.cardinalities)
+        norm = config.d_norm
+        self.linear = _normed(nn.Linear(widths[-1], 1), norm)
+        self.projections = nn.ModuleList(_normed(nn.Embedding(n, widths[-1]), norm) for n in config.cardinalities)
 
     def features(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> (B, width)
         h = x

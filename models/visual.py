@@ -78,11 +78,13 @@ class VisualEncoder(nn.Module):
         )
 
     def forward(self, features: Tensor, codes: Tensor | None = None) -> Tensor:
-        # features: (B, feature_dim); codes: (B, n_attributes) int64, needed iff the config uses attributes
+        # features: (..., feature_dim); codes: (..., n_attributes) int64, needed iff the config uses attributes.
+        # Leading dimensions beyond the batch, e.g. (B, pairs, feature_dim), let training score several items
+        # per shopper in one call.
         if self.config.uses_attributes:
             if codes is None:
                 raise ValueError("this visual encoder reads attributes too; pass the items' attribute codes")
-            features = torch.cat([features, *(emb(codes[:, a]) for a, emb in enumerate(self.attributes))], dim=1)
+            features = torch.cat([features, *(emb(codes[..., a]) for a, emb in enumerate(self.attributes))], dim=-1)
         return self.net(features)
 
 

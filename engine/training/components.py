@@ -205,7 +205,10 @@ def visual_into(
     *,
     show_progress: bool,
 ) -> dict:
-    """Validate the visual encoder on a cold-item split (AUC, Recall@K), then fit the serving one into out/visual."""
+    """Validate the visual encoder on a cold-item split (AUC, Recall@K), then fit the serving one into out/visual.
+
+    Returns the validation figures, with ``privacy`` the serving fit's record (ε spent at δ, or "not private");
+    the validation fit's own record stays in the component's manifest."""
     embeddings = EmbeddingModel.load(out / "embeddings")
     data = visual_data(classifier, images, item_ids, codes, embeddings.item_indices)
     seed = config.seed
@@ -222,7 +225,7 @@ def visual_into(
         metrics["cold_recall"]["condition_popularity"],
         metrics["cold_recall"]["random"],
     )
-    component = train_visual(
+    component, privacy = train_visual(
         data,
         matrix,
         embeddings,
@@ -243,8 +246,9 @@ def visual_into(
             parents=["embeddings", "classifier", "generator"],
         ),
     )
-    return metrics
+    return {**metrics, "privacy": privacy}
 
+            privacy=privacy,
 
 @torch.no_grad()
 def image_features(classifier: AttributeClassifier, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:

@@ -34,6 +34,7 @@ class GANArch:
     d_width: int = 16
     max_width: int = 256
 
+    d_norm: str = "spectral"  # "group" for a private GAN (gan_training.privacy): DP-SGD cannot train spectral norm
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierArch:
@@ -65,6 +66,11 @@ class TrainConfig:
             raise ValueError("min_attribute_count, test_days and eval_k must be positive")
 
     def to_dict(self) -> dict[str, Any]:
+        if self.gan_training.privacy.enabled and self.gan.d_norm != "group":
+            raise ValueError(
+                "gan_training.privacy is on, but DP-SGD cannot train a spectrally normalised discriminator: "
+                'set "gan": {"d_norm": "group"} as well'
+            )
         return dataclasses.asdict(self)
 
 

@@ -4,13 +4,17 @@ shared loop of ``engine.training.scaffold`` (budgets, history, resumable checkpo
 Hinge loss (Lim & Ye 2017; Miyato et al. 2018):
     L_D = E[max(0, 1 − D(x, y))] + E[max(0, 1 + D(G(z, y), y))],   L_G = −E[D(G(z, y), y)].
 The EMA generator (Karras et al. 2018; Yazıcı et al. 2019) is what gets saved for sampling.
+
+With ``privacy.target_epsilon`` set, the discriminator trains with DP-SGD (``engine.training.privacy``; one unit
+is one training image with its attributes) and the generator only ever sees the private discriminator's
+gradients and public noise, so it is private by post-processing (as in DP-GAN, Xie et al. 2018).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.training.augment import diff_augment
+from engine.training.privacy import PrivacyConfig, PrivateStep, not_private, poisson_sample
 from engine.training.scaffold import GeneratorTraining, LoopConfig, LoopResult, TrainingImages, run_training
 from models.gan import Discriminator, GANConfig, Generator
 from models.pixels import to_float
@@ -43,6 +48,7 @@ class GANTrainConfig(LoopConfig):
     diffaugment: bool | None = None  # None: on for catalogues below SMALL_CATALOGUE training images
     translation: float = 0.125
     cutout: float = 0.5
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # DP-SGD for the discriminator when on
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -60,6 +66,7 @@ class GANTrainingResult(LoopResult):
     generator_ema: Generator
     discriminator: Discriminator
     diffaugment: bool = False  # whether it was used
+    privacy: dict = field(default_factory=not_private)  # ε spent at δ (see ``PrivateStep.record``)
 
 
 def build_gan(config: GANConfig, seed: int) -> tuple[Generator, Discriminator]:
@@ -147,6 +154,82 @@ class GANTraining(GeneratorTraining):
         }
 
 
+class PrivateGANTraining(GANTraining):
+    """The GAN with a DP-SGD discriminator (``train_config.privacy``; the discriminator needs GroupNorm).
+
+    One step: a Poisson sample of training images (rate batch_size / N) against as many generated images,
+    each row's hinge terms clipped together (real image b and fake image b form unit b's gradient), noise
+    added; then the generator's step through the discriminator with its per-unit hooks off. Generated
+    images take conditions drawn uniformly from the attribute vocabulary, never from the private batch, so
+    nothing but the private discriminator tells the generator about the data.
+    """
+
+    def __init__(self, data: TrainingImages, config: GANConfig, train_config: GANTrainConfig, *, seed: int) -> None:
+        if config.d_norm != "group":
+            raise ValueError(
+                "a private GAN needs a discriminator that DP-SGD can train: set the GAN's d_norm to 'group' "
+                "(GroupNorm) instead of spectral norm"
+            )
+        super().__init__(data, config, train_config, seed=seed)
+        self.private = PrivateStep(
+            self.d,
+            self.opt_d,
+            train_config.privacy,
+            n_units=len(data.images),
+            batch_size=train_config.batch_size,
+            steps=train_config.steps,
+            unit="catalogue image",
+            seed=seed + 1,
+        )
+        self._cardinalities = torch.tensor(config.cardinalities)
+
+    def extra_state(self) -> dict:
+        return {"privacy": self.private.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.private.load_state_dict(state["privacy"])
+
+    def _random_conditions(self, n: int, rng: torch.Generator) -> torch.Tensor:  # -> (n, n_attributes)
+        u = torch.rand(n, len(self._cardinalities), generator=rng)
+        return (u * self._cardinalities).long().clamp_max(self._cardinalities - 1).to(self.device)
+
+    def step(self, done: int, rng: torch.Generator) -> dict[str, float]:
+        g, z_dim, bs = self.g, self.model_config.z_dim, self.train_config.batch_size
+        idx = poisson_sample(len(self.data.images), self.private.sample_rate, rng)
+        n = len(idx)
+        y_fake = self._random_conditions(n, rng)
+        z = torch.randn(n, z_dim, generator=rng).to(self.device)
+        figures = {"loss_d": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        if n:  # an empty Poisson sample releases nothing; the accountant counts the step all the same
+            real = to_float(self.data.images[idx]).to(self.device)
+            y = self.data.conditions[idx].to(self.device)
+            with torch.no_grad():
+                fake = g(z, y_fake)
+            d = self.private.module
+            d_real = d(self.augment(real, rng), y)
+            d_fake = d(self.augment(fake, rng), y_fake)
+            loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+            loss_d.backward()
+            figures = {"loss_d": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
+        self.private.step(took_step=n > 0)
+        # Generator step: gradients pass through the (private) discriminator without touching its weights.
+        self.private.hooks(False)
+        self.d.requires_grad_(False)
+        try:
+            y_g = self._random_conditions(bs, rng)
+            z = torch.randn(bs, z_dim, generator=rng).to(self.device)
+            loss_g = -self.d(self.augment(g(z, y_g), rng), y_g).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            self.d.requires_grad_(True)
+            self.private.hooks(True)
+        steps = done + 1
+        ema_update(self.g_ema, g, min(self.train_config.ema_decay, (1.0 + steps) / (10.0 + steps)))
+        return {**figures, "loss_g": loss_g.item()}
+
+
 def train_gan(
     images: np.ndarray,  # (N, H, W, C) uint8
     conditions: np.ndarray,  # (N, n_attributes) int64 codes
@@ -164,13 +247,24 @@ def train_gan(
     saved in checkpoints, so a resumed run continues the same random stream as an uninterrupted one.
     """
     data = TrainingImages.checked(images, conditions, gan_config, model="GAN")
-    training = GANTraining(data, gan_config, train_config, seed=seed)
+    trainer = PrivateGANTraining if train_config.privacy.enabled else GANTraining
+    training = trainer(data, gan_config, train_config, seed=seed)
     logger.info("GAN training with DiffAugment %s", "on" if training.diffaugment else "off")
     loop = run_training(training, checkpoint_dir=checkpoint_dir, resume=resume, show_progress=show_progress)
+    private = training.private if isinstance(training, PrivateGANTraining) else None
+    if private is not None:
+        private.close()
+        logger.info(
+            "private GAN: ε = %.3f spent at δ = %g over %d steps",
+            private.epsilon(),
+            private.config.delta,
+            private.steps,
+        )
     return GANTrainingResult(
         **vars(loop),
         generator=training.g.eval(),
         generator_ema=training.g_ema.eval(),
         discriminator=training.d.eval(),
         diffaugment=training.diffaugment,
+        privacy=private.record() if private is not None else not_private(),
     )

@@ -209,6 +209,7 @@ def _train_into(
             vectors, vis.items.loc[vis.items["has_image"], "item_id"].to_numpy(), config.retriever
         )
         retriever.save(out / "index")
+                privacy=result.privacy,
         write_json(
             out / "index" / "manifest.json",
             manifest(
@@ -220,7 +221,8 @@ def _train_into(
             ),
         )
 
-    metrics = {"validation": validation, "ranker": ranker, "classifier": cmetrics, "generator": {"steps": result.steps}}
+    generator = {"steps": result.steps, "privacy": result.privacy}
+    metrics = {"validation": validation, "ranker": ranker, "classifier": cmetrics, "generator": generator}
     if config.visual.enabled:
         with timer.step("train visual encoder (DVBPR)"):
             metrics["visual"] = visual_into(

@@ -130,6 +130,15 @@ class GeneratorTraining(ABC):
     def step(self, done: int, rng: torch.Generator) -> dict[str, float]:
         """One update after ``done`` steps, drawing every random number from ``rng``; returns its ``metrics``."""
 
+    def extra_state(self) -> dict[str, Any]:
+        """Further state a checkpoint holds, beyond networks, optimisers and the random stream (for instance a
+        private run's privacy accountant); none by default."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+        del state  # nothing beyond the networks, optimisers and random stream by default
+
 
 @dataclass(kw_only=True)
 class LoopResult:
@@ -234,6 +243,7 @@ def _save(
             "optimisers": {name: o.state_dict() for name, o in training.optimisers().items()},
             "rng": rng.get_state(),
             "history": history,
+            "extra": training.extra_state(),
         },
         tmp,
     )
@@ -306,6 +316,7 @@ def _resume(
         network.load_state_dict(state["networks"][key])
     for key, optimiser in training.optimisers().items():
         optimiser.load_state_dict(state["optimisers"][key])
+    training.load_extra_state(state.get("extra", {}))
     rng.set_state(state["rng"].cpu())  # a CPU generator's state, whatever map_location moved it to
     logger.info("resumed %s training at step %d from %s", name, state["step"], directory)
     return state["step"], state["seconds"], state["history"]

@@ -15,13 +15,17 @@ Validation (``validate_visual``), on a split of the interaction matrix that the 
   same (class, colour, pattern) — the last says what the image adds over the attributes;
 - AUC (Kang et al. 2017, eq. 10): one random interaction per shopper is withheld; the share of items the
   shopper never touched that rank below it, by u · f(x) — beside u · v (the CF model itself) and popularity.
+
+With ``privacy.target_epsilon`` set, f trains with user-level DP-SGD (``engine.training.visual_private``): one
+unit is one shopper with all their interactions. The shoppers' vectors u are inputs here; they come from the
+embedding model, so the whole chain is private only if that model is too (``engine.recommend.private_als``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 
 from engine.recommend.factors import fit_embeddings
 from engine.training.classifier import embed_images
+from engine.training.privacy import PrivacyConfig, not_private
 from models.classifier import AttributeClassifier
 from models.embeddings import EmbeddingConfig, EmbeddingModel
 from models.visual import VisualCalibration, VisualComponent, VisualEncoder, VisualEncoderConfig, factors_digest
@@ -54,6 +59,8 @@ class VisualTrainConfig:
     holdout_items: float = 0.1  # cold-item validation: share of items with images removed from the matrix
     eval_k: int = 20
     calibration_samples: int = 256
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # user-level DP-SGD when on
+    pairs_per_shopper: int = 8  # private training only: (liked, random) pairs per sampled shopper and step
 
     def __post_init__(self) -> None:
         if self.hidden < 1 or self.steps < 1 or self.batch_size < 2 or self.lr <= 0 or self.eval_k < 1:
@@ -62,6 +69,8 @@ class VisualTrainConfig:
             raise ValueError(f"holdout_items must be in (0, 0.5); got {self.holdout_items}")
         if self.regression_weight < 0 or self.weight_decay < 0 or self.calibration_samples < 8:
             raise ValueError("regression_weight, weight_decay must be >= 0 and calibration_samples >= 8")
+        if self.pairs_per_shopper < 1:
+            raise ValueError(f"pairs_per_shopper must be >= 1; got {self.pairs_per_shopper}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +114,23 @@ def train_encoder(
     show_progress: bool = True,
 ) -> VisualEncoder:
     """Fit f by BPR on fixed user vectors plus regression onto the item factors (see the module docstring)."""
+    return fit_encoder(
+        data, train_items, matrix, user_factors, item_factors, config, seed=seed, show_progress=show_progress
+    )[0]
+
+
+def fit_encoder(
+    data: VisualData,
+    train_items: np.ndarray,  # (m,) rows of ``data`` that f may learn from (warm items)
+    matrix: sp.csr_matrix,  # (n_users, n_cols) interactions the user vectors were fitted on
+    user_factors: np.ndarray,  # (n_users, d)
+    item_factors: np.ndarray,  # (n_cols, d)
+    config: VisualTrainConfig,
+    *,
+    seed: int,
+    show_progress: bool = True,
+) -> tuple[VisualEncoder, dict]:
+    """:func:`train_encoder`, with the privacy record of the fit (ε spent, or "not private")."""
     cardinalities = tuple(int(c) for c in data.codes.max(axis=0) + 1) if config.use_attributes else ()
     enc = VisualEncoder(
         VisualEncoderConfig(
@@ -135,10 +161,28 @@ def train_encoder(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small MLP: extra threads only add synchronisation (40× slower on a busy 2-core box)
     try:
-        _fit(enc, opt, users, items, pool, feats, codes, uf, target, v_scale, config, rng, show_progress)
+        if config.privacy.enabled:
+            from engine.training.visual_private import fit_private
+
+            pairs = PreferencePairs(users=users, items=items, pool=pool)
+            record = fit_private(
+                enc, opt, pairs, feats, codes, uf, target, v_scale, config, seed=seed, progress=show_progress
+            )
+        else:
+            _fit(enc, opt, users, items, pool, feats, codes, uf, target, v_scale, config, rng, show_progress)
+            record = not_private()
     finally:
         torch.set_num_threads(threads)
-    return enc.eval()
+    return enc.eval(), record
+
+
+@dataclass(frozen=True)
+class PreferencePairs:
+    """What f learns from: (shopper row, liked item row) pairs and the item rows random negatives come from."""
+
+    users: np.ndarray  # (n,) int64 shopper rows
+    items: np.ndarray  # (n,) int64 rows of VisualData
+    pool: np.ndarray  # (p,) int64 rows of VisualData
 
 
 def _fit(enc, opt, users, items, pool, feats, codes, uf, target, v_scale, config, rng, show_progress) -> None:
@@ -230,7 +274,7 @@ def validate_visual(
     ids_u = np.arange(train.shape[0]).astype(str)
     ids_i = np.arange(train.shape[1]).astype(str)
     emb = fit_embeddings(train, ids_u, ids_i, embedding_config, seed=seed, show_progress=False)
-    encoder = train_encoder(
+    encoder, privacy = fit_encoder(
         data, warm, train, emb.user_factors, emb.item_factors, config, seed=seed, show_progress=show_progress
     )
     f_all = encode_items(encoder, data)
@@ -288,6 +332,7 @@ def validate_visual(
         "auc_users": len(wu),
         "cold_recall": cold_results,
         "auc": auc,
+        "privacy": privacy,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -332,10 +377,11 @@ def train_visual(
     *,
     seed: int,
     show_progress: bool = True,
-) -> VisualComponent:
-    """The serving visual encoder: f fitted on every interaction against the serving embeddings, calibrated."""
+) -> tuple[VisualComponent, dict]:
+    """The serving visual encoder: f fitted on every interaction against the serving embeddings, calibrated;
+    with the fit's privacy record (ε spent, or "not private")."""
     rows = np.flatnonzero(data.matrix_cols >= 0)
-    encoder = train_encoder(
+    encoder, privacy = fit_encoder(
         data,
         rows,
         matrix,
@@ -357,10 +403,11 @@ def train_visual(
         samples=config.calibration_samples,
         seed=seed,
     )
-    return VisualComponent(
+    component = VisualComponent(
         encoder=encoder,
         calibration=calibration,
         item_ids=data.item_ids,
         item_vectors=encode_items(encoder, data),
         factors_digest=factors_digest(embeddings.item_factors),
     )
+    return component, privacy
