@@ -244,11 +244,11 @@ def visual_into(
             {"model": config_to_dict(component.encoder.config), "training": config_to_dict(config.visual)},
             {"validation": metrics, "calibration": config_to_dict(component.calibration)},
             parents=["embeddings", "classifier", "generator"],
+            privacy=privacy,
         ),
     )
     return {**metrics, "privacy": privacy}
 
-            privacy=privacy,
 
 @torch.no_grad()
 def image_features(classifier: AttributeClassifier, images: np.ndarray, *, batch_size: int = 256) -> np.ndarray:

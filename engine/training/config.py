@@ -33,8 +33,8 @@ class GANArch:
     g_width: int = 16
     d_width: int = 16
     max_width: int = 256
-
     d_norm: str = "spectral"  # "group" for a private GAN (gan_training.privacy): DP-SGD cannot train spectral norm
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClassifierArch:
@@ -64,13 +64,13 @@ class TrainConfig:
             raise ValueError(f"image_size must be 32, 64 or 128; got {self.image_size}")
         if self.min_attribute_count < 1 or self.test_days < 1 or self.eval_k < 1:
             raise ValueError("min_attribute_count, test_days and eval_k must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
         if self.gan_training.privacy.enabled and self.gan.d_norm != "group":
             raise ValueError(
                 "gan_training.privacy is on, but DP-SGD cannot train a spectrally normalised discriminator: "
                 'set "gan": {"d_norm": "group"} as well'
             )
+
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 

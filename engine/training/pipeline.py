@@ -200,6 +200,7 @@ def _train_into(
                     "stopped_early": result.stopped_early,
                 },
                 history=result.history,
+                privacy=result.privacy,
             ),
         )
 
@@ -209,7 +210,6 @@ def _train_into(
             vectors, vis.items.loc[vis.items["has_image"], "item_id"].to_numpy(), config.retriever
         )
         retriever.save(out / "index")
-                privacy=result.privacy,
         write_json(
             out / "index" / "manifest.json",
             manifest(
