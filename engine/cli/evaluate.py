@@ -73,6 +73,68 @@ def _cmd_personalisation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_privacy(args: argparse.Namespace) -> int:
+    import torch
+
+    from engine.evaluation.privacy import evaluate_privacy, render
+
+    torch.set_num_threads(args.threads)
+    out = optional_path(args.out)
+    report = evaluate_privacy(
+        args.dataset,
+        Path(args.data),
+        epsilons=args.epsilons,
+        judges_dir=optional_path(args.judges),
+        out=out,
+        show_progress=progress(args),
+        **from_args(
+            args,
+            "steps",
+            "seconds",
+            "batch_size",
+            "width",
+            "max_grad_norm",
+            "samples",
+            "max_images",
+            "judge_epochs",
+            "visual_steps",
+            "visual_batch_size",
+            "visual_max_grad_norm",
+            "seed",
+        ),
+    )
+    _print_report(render(report), out)
+    return 0
+
+
+def _cmd_private_als(args: argparse.Namespace) -> int:
+    from engine.evaluation.private_als import evaluate_private_als, render
+
+    out = optional_path(args.out)
+    report = evaluate_private_als(
+        Path(args.data),
+        epsilons=args.epsilons,
+        out=out,
+        show_progress=progress(args),
+        **from_args(args, "test_days", "k", "seed", "factors", "iterations", "max_items_per_user", "top_items"),
+    )
+    _print_report(render(report), out)
+    return 0
+
+
+def _epsilons(text: str) -> tuple[float, ...]:
+    """``1,4,8,inf``: privacy budgets, inf for the non-private baseline."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected budgets separated by commas, such as 1,4,8,inf; got {text!r}"
+        ) from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive budgets (inf: not private), such as 1,8,inf; got {text!r}")
+    return values
+
+
 def _print_report(text: str, out: Path | None) -> None:
     print(text)
     if out:
@@ -156,6 +218,8 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     add_no_progress(per)
     per.set_defaults(func=_cmd_personalisation)
 
+    _register_privacy(ev_sub)
+
     ev.add_argument("--data")
     add_artifacts(ev)
     add_version(ev)
@@ -164,3 +228,42 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     add_no_progress(ev)
     ev.set_defaults(func=_cmd_bundle)
     return ev_sub
+
+
+def _register_privacy(ev_sub: argparse._SubParsersAction) -> None:
+    """``vitrine evaluate privacy`` (DP GAN and preference model) and ``vitrine evaluate private-als``."""
+    from engine.evaluation.generator_choices import DATASETS
+
+    dp = ev_sub.add_parser("privacy", help="utility against ε: DP GAN (class accuracy, Fréchet) and preference AUC")
+    dp.add_argument("--dataset", required=True, choices=DATASETS)
+    dp.add_argument("--data", required=True, help="the dataset's folder")
+    dp.add_argument("--epsilons", type=_epsilons, default=(1.0, 4.0, 8.0, float("inf")), metavar="E,E,...")
+    dp.add_argument("--steps", type=int, default=600, help="GAN steps planned per ε (the noise is set for them)")
+    dp.add_argument("--seconds", type=float, help="stop each GAN earlier after this much training time")
+    dp.add_argument("--batch-size", type=int, default=64, help="expected images per GAN step")
+    dp.add_argument("--width", type=int, default=32, help="generator and discriminator base width")
+    dp.add_argument("--max-grad-norm", type=float, default=1.0, help="clipping bound of one image's gradient")
+    dp.add_argument("--samples", type=int, default=2000, help="generated and real images per evaluation")
+    dp.add_argument("--max-images", type=int, help="subsample the dataset (it keeps its own train/test split)")
+    dp.add_argument("--judges", help="judges folder (default: judges-<dataset> beside --out)")
+    dp.add_argument("--judge-epochs", type=int, default=2)
+    dp.add_argument("--visual-steps", type=int, default=800, help="preference model steps (stores with logs)")
+    dp.add_argument("--visual-batch-size", type=int, default=512, help="expected shoppers per step")
+    dp.add_argument("--visual-max-grad-norm", type=float, default=1.0, help="clipping bound of one shopper's gradient")
+    dp.add_argument("--seed", type=int, default=0)
+    dp.add_argument("--threads", type=int, default=2, help="torch threads")
+    dp.add_argument("--out", help="JSON report path")
+    add_no_progress(dp)
+    dp.set_defaults(func=_cmd_privacy)
+
+    als = ev_sub.add_parser("private-als", help="MAP@K of user-level private ALS against ALS and popularity")
+    als.add_argument("--data", required=True, help="demo store or H&M folder")
+    als.add_argument("--epsilons", type=_epsilons, default=(1.0, 8.0), metavar="E,E,...")
+    _split_options(als, test_days_help="held-out last days (default 1)")
+    als.add_argument("--factors", type=int, default=64)
+    als.add_argument("--iterations", type=int, default=5, help="ALS iterations (each one is a noisy release)")
+    als.add_argument("--max-items-per-user", type=int, default=8, help="contribution bound: items kept per shopper")
+    als.add_argument("--top-items", type=int, default=2000, help="items given factors, chosen by noisy popularity")
+    als.add_argument("--out", help="JSON report path")
+    add_no_progress(als)
+    als.set_defaults(func=_cmd_private_als)
