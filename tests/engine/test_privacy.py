@@ -223,3 +223,43 @@ def test_the_private_preference_model_still_learns_two_tastes():
         show_progress=False,
     )
     assert off["private"] is False and isinstance(plain, VisualEncoder)
+
+
+# ---------------------------------------------------------------------------------------------- the bundle
+
+
+def _manifest(root, version, component=None) -> dict:
+    import json
+
+    path = root / version / (component or "") / "manifest.json"
+    return json.loads(path.read_text())
+
+
+def test_a_plain_bundle_records_its_components_as_not_private(trained_artifacts):
+    root, version = trained_artifacts
+    for component in ("generator", "visual"):
+        assert _manifest(root, version, component)["privacy"]["epsilon"] is None
+    metrics = _manifest(root, version)["metrics"]
+    assert metrics["generator"]["privacy"]["private"] is False and metrics["visual"]["privacy"]["private"] is False
+
+
+def test_a_private_bundle_records_epsilon_per_component(demo_store, tmp_path):
+    from engine.training.pipeline import train_bundle
+
+    config = load_train_config(
+        "tiny",
+        overrides={
+            "seed": 1,
+            "gan": {"d_norm": "group"},
+            "gan_training": {"privacy": {"target_epsilon": 8}},
+            "visual": {"steps": 20, "privacy": {"target_epsilon": 2, "delta": 1e-6}},
+        },
+    )
+    version = train_bundle(demo_store, tmp_path, config, show_progress=False)
+    gan, visual = _manifest(tmp_path, version, "generator"), _manifest(tmp_path, version, "visual")
+    assert gan["privacy"]["unit"] == "catalogue image" and 0 < gan["privacy"]["epsilon"] <= 8
+    assert visual["privacy"]["unit"] == "shopper" and 0 < visual["privacy"]["epsilon"] <= 2
+    assert visual["privacy"]["delta"] == 1e-6 and visual["metrics"]["validation"]["privacy"]["private"]
+    bundle = _manifest(tmp_path, version)
+    assert bundle["metrics"]["visual"]["privacy"]["epsilon"] == visual["privacy"]["epsilon"]
+    assert bundle["config"]["gan_training"]["privacy"]["target_epsilon"] == 8
