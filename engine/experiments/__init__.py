@@ -31,6 +31,7 @@ from engine.experiments.definition import (
 )
 from engine.experiments.manager import (
     ExperimentExists,
+    ExperimentLocked,
     ExperimentRegistry,
     UnknownExperiment,
     create_experiment,
@@ -42,6 +43,7 @@ from engine.experiments.report import chart_png, experiment_chart, experiment_re
 __all__ = [
     "Experiment",
     "ExperimentExists",
+    "ExperimentLocked",
     "ExperimentRegistry",
     "UnknownExperiment",
     "Variant",

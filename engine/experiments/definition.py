@@ -36,6 +36,10 @@ UNITS: tuple[str, ...] = ("user", "session")
 STRATEGIES: tuple[str, ...] = ("popular", "personalised")
 CONVERSIONS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+#: Weights are relative; a bound keeps their sum finite (the variant's share of the buckets needs it).
+MAX_WEIGHT = 1e6
+#: The longest experiment: its report looks once a day, so a run of centuries would take the report down.
+MAX_DAYS = 366
 _NAME = re.compile(NAME_PATTERN)
 
 
@@ -56,8 +60,10 @@ class Variant:
                 "letter or digit"
             )
         w = self.weight
-        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w <= 0:
-            raise ValueError(f"variant {self.name!r}: weight must be a positive number; got {w!r}")
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w <= MAX_WEIGHT:
+            raise ValueError(
+                f"variant {self.name!r}: weight must be a positive number, at most {MAX_WEIGHT:g}; got {w!r}"
+            )
         object.__setattr__(self, "weight", float(w))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"variant {self.name!r}: strategy must be one of {STRATEGIES}; got {self.strategy!r}")
@@ -117,12 +123,17 @@ class Experiment:
                 raise ValueError(
                     f"experiment {self.name!r}: {attr} needs a time zone (write e.g. 2024-05-01T00:00:00Z)"
                 )
-            object.__setattr__(self, attr, moment.astimezone(UTC))
+            try:
+                object.__setattr__(self, attr, moment.astimezone(UTC))
+            except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00: no UTC date-time
+                raise ValueError(f"experiment {self.name!r}: {attr} {moment.isoformat()} is out of range") from None
         if not self.start < self.stop:
             raise ValueError(
                 f"experiment {self.name!r}: start ({self.start.isoformat()}) must come before stop "
                 f"({self.stop.isoformat()})"
             )
+        if (self.stop - self.start).total_seconds() > MAX_DAYS * 86_400:
+            raise ValueError(f"experiment {self.name!r} lasts more than {MAX_DAYS} days; split it into shorter ones")
         t = self.traffic
         if isinstance(t, bool) or not isinstance(t, int | float) or not (0 < t <= 1):
             raise ValueError(f"experiment {self.name!r}: traffic must be in (0, 1]; got {t!r}")

@@ -14,8 +14,9 @@ reports ``duplicate``. An exposure's first record for an (experiment, unit) fixe
 
 The store's parts live beside it: the records it holds (:mod:`engine.experiments.records`), its tables and
 schema migrations (:mod:`engine.experiments.tables`), opening a database and migrating it
-(:mod:`engine.experiments.database`) and all-or-nothing ingestion of JSON events
-(:mod:`engine.experiments.ingest`). Schema changes are migrations (:data:`MIGRATIONS`), applied in order when a
+(:mod:`engine.experiments.database`), all-or-nothing ingestion of JSON events
+(:mod:`engine.experiments.ingest`) and the check that a resent event is the same event
+(:mod:`engine.experiments.resends`). Schema changes are migrations (:data:`MIGRATIONS`), applied in order when a
 store opens and recorded in ``schema_migrations``; ``docs/EXPERIMENTS.md`` says how to add one.
 """
 
@@ -45,7 +46,16 @@ from engine.experiments.database import (
     without_credentials,
 )
 from engine.experiments.ingest import BadEvents, ingest_events
-from engine.experiments.records import ITEM_KINDS, MAX_ID_LENGTH, AddResult, Event, ExposureIn, to_epoch
+from engine.experiments.records import (
+    ITEM_KINDS,
+    MAX_ID_LENGTH,
+    AddResult,
+    Event,
+    EventConflict,
+    ExposureIn,
+    to_epoch,
+)
+from engine.experiments.resends import conflicts, event_from_row
 from engine.experiments.tables import assignments_t, events_t, experiments_t, exposures_t
 from features.readers.service import SERVICE_EVENT_COLUMNS
 
@@ -55,6 +65,7 @@ __all__ = [
     "AddResult",
     "BadEvents",
     "Event",
+    "EventConflict",
     "EventStore",
     "ExposureIn",
     "StoreError",
@@ -66,6 +77,9 @@ __all__ = [
 ]
 
 _CHUNK = 400  # unit ids per `IN (...)` lookup (SQLite allows 32766 bound parameters per statement)
+# Revenue is summed as NUMERIC and read back as a float: a sum too large for a float is then inf (which the
+# report shows as null) on every backend, where PostgreSQL's float8 sum would fail the query.
+_EXACT = sa.Numeric(asdecimal=False)
 
 
 class EventStore:
@@ -126,9 +140,14 @@ class EventStore:
 
     # -- events
 
-    def add_events(self, events: Iterable[Event]) -> AddResult:
+    def add_events(self, events: Iterable[Event], *, ts_stated: Sequence[bool] | None = None) -> AddResult:
         """Store events, ignoring any whose ``client_event_id`` is already stored (in the database or earlier
-        in this batch). Returns, per event in input order, whether it was new. One transaction."""
+        in this batch) with the same payload. Returns, per event in input order, whether it was new.
+
+        One transaction: when an id comes back with another payload (:func:`records.differences`),
+        :class:`EventConflict` names each such event and nothing is stored. ``ts_stated`` (one flag per event;
+        default: all) says whether the client gave the time; a time stamped on arrival is not compared.
+        """
         events = list(events)
         if not events:
             return AddResult(())
@@ -154,6 +173,9 @@ class EventStore:
         )
         with self._write() as conn:  # executemany: SQLAlchemy batches it into multi-row INSERTs
             inserted = set(conn.execute(stmt, rows).scalars())
+            found = conflicts(conn, events, inserted, ts_stated)
+            if found:  # raising inside the transaction rolls the whole batch back
+                raise EventConflict(found, len(events))
         new = []
         for e in events:  # the first occurrence of an inserted id is the new one; repeats are duplicates
             new.append(e.client_event_id in inserted)
@@ -176,7 +198,7 @@ class EventStore:
             .order_by(events_t.c.ts, events_t.c.id)
         )
         with self._read() as conn:
-            return [_event(row) for row in conn.execute(query).mappings()]
+            return [event_from_row(row) for row in conn.execute(query).mappings()]
 
     def event_log(self) -> pd.DataFrame:
         """Every stored shopper event, in arrival order, as a plain frame with the columns that
@@ -335,8 +357,8 @@ class EventStore:
                 sa.func.min(sa.case((is_conv, e.c.ts))).label("first_conversion_ts"),
                 sa.func.count(sa.case((is_conv, 1))).label("conversions"),
                 sa.func.count(sa.case((sa.and_(e.c.kind == "click", after), 1))).label("clicks"),
-                sa.func.coalesce(
-                    sa.func.sum(sa.case((sa.and_(e.c.kind == "purchase", after), e.c.revenue))), 0.0
+                sa.func.coalesce(  # summed as NUMERIC: float8 sums overflow with an error in PostgreSQL
+                    sa.func.sum(sa.cast(sa.case((sa.and_(e.c.kind == "purchase", after), e.c.revenue)), _EXACT)), 0
                 ).label("revenue"),
                 sa.func.count(sa.case((pre, 1))).label("pre_conversions"),
             )
@@ -368,19 +390,6 @@ def _answered(action: str) -> Iterator[None]:
         if not (isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or exc.connection_invalidated):
             raise
         raise StoreUnavailable(f"the event store could not {action}: {str(exc.orig).strip()}") from exc
-
-
-def _event(row: sa.RowMapping) -> Event:
-    return Event(
-        client_event_id=row["client_event_id"],
-        kind=row["kind"],
-        ts=row["ts"],
-        user_id=row["user_id"],
-        session_id=row["session_id"],
-        item_id=row["item_id"],
-        image_id=row["image_id"],
-        revenue=row["revenue"],
-    )
 
 
 def read_event_log(url: str) -> pd.DataFrame:

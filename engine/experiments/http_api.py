@@ -81,7 +81,8 @@ def iso_utc(ts: float) -> str:
 
 
 def _event_json(e: Event) -> dict[str, Any]:
-    return {k: v for k, v in asdict(e).items() if v is not None}
+    """The event as ``POST /v1/events`` takes it (its time as an ISO 8601 string, as the schema says)."""
+    return {k: iso_utc(v) if k == "ts" else v for k, v in asdict(e).items() if v is not None}
 
 
 @contextmanager

@@ -20,6 +20,10 @@ class ExperimentExists(ValueError):
     """An experiment with this name already exists."""
 
 
+class ExperimentLocked(ValueError):
+    """The change would contradict what exposed units already saw (their unit, salt or variant)."""
+
+
 class ExperimentRegistry:
     """Create, update, read and list experiments stored in ``store``."""
 
@@ -42,18 +46,18 @@ class ExperimentRegistry:
         exposed = self.store.count_exposures(experiment.name)
         if exposed:
             if experiment.unit != old.unit:
-                raise ValueError(
+                raise ExperimentLocked(
                     f"experiment {old.name!r} already has exposures by {old.unit}; its unit cannot change "
                     "(start a new experiment instead)"
                 )
             if experiment.salt != old.salt:
-                raise ValueError(
+                raise ExperimentLocked(
                     f"experiment {old.name!r} already has exposures; changing its salt would reshuffle new units "
                     "against exposed ones (start a new experiment instead)"
                 )
             removed = sorted(set(exposed) - set(experiment.variant_names))
             if removed:
-                raise ValueError(
+                raise ExperimentLocked(
                     f"experiment {old.name!r}: variants {removed} have exposed units and cannot be removed; "
                     "set a small weight instead"
                 )

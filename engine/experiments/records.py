@@ -18,6 +18,8 @@ from features.ids import MAX_ID_LENGTH
 #: Event kinds. view / add_to_cart / purchase name a catalogue item; a click names an image (and maybe its item).
 EVENT_KINDS: tuple[str, ...] = ("view", "click", "add_to_cart", "purchase")
 ITEM_KINDS: tuple[str, ...] = ("view", "add_to_cart", "purchase")
+#: What an event says, beside its id and time: a resent id must say the same (:func:`differences`).
+PAYLOAD_FIELDS: tuple[str, ...] = ("kind", "user_id", "session_id", "item_id", "image_id", "revenue")
 
 
 def to_epoch(moment: datetime | float | int | None) -> float:
@@ -134,3 +136,29 @@ class AddResult:
     @property
     def duplicates(self) -> int:
         return len(self.new) - self.stored
+
+
+def differences(stored: Event, resent: Event, *, compare_ts: bool = True) -> list[str]:
+    """The fields in which ``resent`` (same ``client_event_id``) differs from ``stored``; [] for a true resend.
+
+    ``compare_ts=False`` leaves the time out: an event sent without ``ts`` is stamped on arrival, so its resend
+    arrives with another time and is still the same event.
+    """
+    fields = PAYLOAD_FIELDS + (("ts",) if compare_ts else ())
+    return [f for f in fields if getattr(stored, f) != getattr(resent, f)]
+
+
+class EventConflict(ValueError):
+    """Events reuse a stored ``client_event_id`` (or one earlier in their batch) with another payload: the client
+    has two events under one id, and storing either silently would lose the other. ``errors`` holds (index,
+    client_event_id, message) each; nothing of the batch was stored."""
+
+    def __init__(self, errors: list[tuple[int, str, str]], total: int) -> None:
+        self.errors = errors
+        self.total = total
+        first = "; ".join(f"events[{i}]: {msg}" for i, _, msg in errors[:3])
+        super().__init__(
+            f"{len(errors)} of {total} events reuse a client_event_id with a different payload, and nothing was "
+            f"stored ({first}{'; …' if len(errors) > 3 else ''}); give each distinct event its own id, or resend "
+            "an event exactly as it was first sent"
+        )

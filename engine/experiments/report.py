@@ -76,6 +76,13 @@ def build_report(
     revenue = np.array([r["revenue"] or 0.0 for r in rows], dtype=np.float64)
     pre = np.array([r["pre_conversions"] for r in rows], dtype=np.float64)
     warnings: list[str] = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        revenue_overflows = not math.isfinite(float(revenue.sum()))
+    if revenue_overflows:
+        warnings.append(
+            "the stored revenue is too large to add up in floating point (some purchase carries an absurd revenue, "
+            "perhaps stored before VITRINE_MAX_REVENUE was enforced); revenue figures that overflow are null"
+        )
     unknown = sorted(set(variant.tolist()) - set(names))
     if unknown:
         warnings.append(f"units recorded in variants no longer configured: {unknown} (left out)")
@@ -87,7 +94,9 @@ def build_report(
         n = int(m.sum())
         x = int((~np.isnan(conv_ts[m])).sum())
         rate_low, rate_high = stats.wilson_interval(x, n, alpha)
-        rpe = stats.mean_estimate(revenue[m], alpha)
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd revenue overflows to inf: reported as null
+            rpe = stats.mean_estimate(revenue[m], alpha)
+            revenue_total = float(revenue[m].sum())
         per_variant[v] = {
             "name": v,
             "strategy": experiment.variant(v).strategy,
@@ -98,7 +107,7 @@ def build_report(
             "conversion_rate": x / n if n else None,
             "conversion_rate_ci": _pair(rate_low, rate_high),
             "clicks": int(sum(r["clicks"] for r, keep in zip(rows, m, strict=True) if keep)),
-            "revenue": float(revenue[m].sum()),
+            "revenue": _num(revenue_total),
             "revenue_per_exposure": _num(rpe.value),
             "revenue_per_exposure_ci": _pair(rpe.low, rpe.high),
         }
@@ -116,7 +125,8 @@ def build_report(
         newcombe = stats.newcombe_diff(x_t, n_t, x_c, n_c, alpha)
         wald = stats.wald_diff(x_t, n_t, x_c, n_c, alpha)
         rel = stats.relative_lift(x_t, n_t, x_c, n_c, alpha)
-        rev = stats.welch_diff(revenue[masks[v]], revenue[masks[control]], alpha)
+        with np.errstate(over="ignore", invalid="ignore"):
+            rev = stats.welch_diff(revenue[masks[v]], revenue[masks[control]], alpha)
         pair = masks[v] | masks[control]
         lk = stats.looks(first_ts[pair], conv_ts[pair], masks[v][pair], look_times)
         seq = lk.sequential(alpha=alpha, tau=experiment.msprt_tau)

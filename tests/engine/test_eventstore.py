@@ -6,22 +6,27 @@ and check that every event is counted exactly once.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from engine.experiments import Experiment, ExperimentRegistry, Variant, experiment_report
 from engine.experiments.eventstore import (
     BadEvents,
     Event,
+    EventConflict,
     EventStore,
     ExposureIn,
     StoreError,
     ingest_events,
 )
+from engine.experiments.ingest import EventLimits
 from engine.experiments.tables import schema_migrations
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -64,6 +69,56 @@ class EventStoreContract:
         assert again.new == (False, True)
         assert (again.stored, again.duplicates) == (1, 1)
         assert store.count_events() == 3
+
+    def test_an_id_resent_with_another_payload_is_a_conflict_and_stores_nothing(self, store):
+        store.add_events([view("a", 1.0)])
+        with pytest.raises(EventConflict) as info:  # "a" again, now naming another item; "z" is new
+            store.add_events([view("z", 5.0), view("a", 1.0, item="i2")])
+        assert [(i, cid) for i, cid, _ in info.value.errors] == [(1, "a")]
+        assert "another item_id" in info.value.errors[0][2]
+        with pytest.raises(EventConflict, match="another kind, revenue"):  # within one batch, too
+            store.add_events([view("b", 2.0), view("b", 2.0, kind="purchase")])
+        assert store.count_events() == 1  # neither batch left anything behind
+        assert store.add_events([view("a", 1.0)]).new == (False,)  # a true resend stays a duplicate
+
+    def test_a_resend_stamped_on_arrival_may_carry_another_time(self, store):
+        store.add_events([view("a", 1.0)])
+        with pytest.raises(EventConflict, match="another ts"):
+            store.add_events([view("a", 2.0)])
+        assert store.add_events([view("a", 2.0)], ts_stated=[False]).new == (False,)
+
+    def test_the_report_survives_revenue_too_large_to_add_up(self, store):
+        exp = Experiment(
+            name="rich",
+            start=datetime(2024, 5, 1, tzinfo=UTC),
+            stop=datetime(2024, 6, 1, tzinfo=UTC),
+            variants=(Variant(name="control", strategy="popular"), Variant(name="treatment")),
+        )
+        ExperimentRegistry(store).create(exp)
+        t0 = exp.start.timestamp()
+        for arm in ("control", "treatment"):
+            units = [f"{arm}-{i}" for i in range(3)]
+            store.record_exposures("rich", [ExposureIn(unit_id=u, ts=t0, user_id=u) for u in units], lambda u, a=arm: a)
+        # two purchases at the float maximum: stored before any limit existed, their sum overflows
+        store.add_events(
+            [
+                Event(
+                    client_event_id=f"p{k}",
+                    kind="purchase",
+                    ts=t0 + 60,
+                    user_id="treatment-0",
+                    item_id="i",
+                    revenue=1.7e308,
+                )
+                for k in range(2)
+            ]
+        )
+        report = experiment_report(store, "rich", as_of=exp.start + timedelta(days=2))
+        json.dumps(report, allow_nan=False)  # what the API serialises; inf or nan would fail here
+        treatment = report["variants"][1]
+        assert treatment["conversions"] == 1
+        assert treatment["revenue"] is None and treatment["revenue_per_exposure"] is None
+        assert any("too large to add up" in w for w in report["warnings"])
 
     def test_session_events_are_the_item_events_in_time_order(self, store):
         store.add_events(
@@ -248,3 +303,39 @@ def test_ingest_is_all_or_nothing_and_names_each_bad_event():
 def test_an_unsupported_url_is_refused():
     with pytest.raises(ValueError, match="unsupported database URL"):
         EventStore("mysql://localhost/x")
+
+
+def test_limits_refuse_absurd_revenue_and_times_outside_the_window():
+    now = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+    limits = EventLimits.around(now, retention_days=365, max_revenue=1e6)
+    base = {"kind": "purchase", "user_id": "u", "item_id": "i", "revenue": 10.0}
+    raw = [
+        {**base, "client_event_id": "ok", "ts": now - 364 * 86_400},
+        {**base, "client_event_id": "rich", "ts": now, "revenue": 1.7e308},
+        {**base, "client_event_id": "old", "ts": now - 366 * 86_400},
+        {**base, "client_event_id": "ahead", "ts": now + 301},
+        {**base, "client_event_id": "skewed", "ts": now + 299},
+    ]
+    with EventStore("sqlite://") as store:
+        with pytest.raises(BadEvents) as info:
+            ingest_events(store, raw, limits=limits)
+        problems = {cid: msg for _, cid, msg in info.value.errors}
+        assert sorted(problems) == ["ahead", "old", "rich"]
+        assert "above the largest this service accepts (1e+06)" in problems["rich"]
+        assert "before 2025-06-01T00:00:00Z, the oldest time" in problems["old"]
+        assert "in the future" in problems["ahead"]
+        assert store.count_events() == 0
+        # without a window (a simulation's client clock) old times pass; the revenue limit still holds
+        loose = EventLimits.around(now, retention_days=None, max_revenue=1e6)
+        assert ingest_events(store, [raw[0], raw[2], raw[4]], limits=loose).stored == 3
+        with pytest.raises(BadEvents, match="above the largest"):
+            ingest_events(store, [raw[1]], limits=loose)
+
+
+def test_ingest_compares_times_only_when_the_client_gave_them():
+    with EventStore("sqlite://") as store:
+        event = {"client_event_id": "e", "kind": "view", "user_id": "u", "item_id": "i"}
+        assert ingest_events(store, [event]).stored == 1
+        assert ingest_events(store, [event]).duplicates == 1  # stamped on arrival again: the same event
+        with pytest.raises(EventConflict, match="another user_id"):
+            ingest_events(store, [{**event, "user_id": "v"}])
