@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ class ClassifierTrainConfig:
     holdout: float = 0.15  # share of items kept out of training to measure accuracy
     translation: float = 0.06
     device: str = "cpu"
-    max_seconds: float | None = None  # stop training after this long (the learning-rate schedule is cut short)
+    max_seconds: float | None = None  # stop training after this long (the learning-rate schedule follows the time)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2 or self.lr <= 0:
@@ -47,6 +48,31 @@ def holdout_split(n: int, holdout: float, rng: torch.Generator) -> tuple[torch.T
     perm = torch.randperm(n, generator=rng)
     n_hold = round(n * holdout)
     return perm[:n_hold], perm[n_hold:]
+
+
+def one_cycle(
+    progress: float,
+    max_lr: float,
+    *,
+    warmup: float = 0.3,
+    div: float = 25.0,
+    final_div: float = 1e4,
+    momenta: tuple[float, float] = (0.85, 0.95),
+) -> tuple[float, float]:
+    """(learning rate, Adam β1) at ``progress`` in [0, 1] of a one-cycle schedule (Smith & Topin 2019) with cosine
+    phases and torch's ``OneCycleLR`` defaults: the rate rises from max_lr / div to max_lr over the first
+    ``warmup`` share, then falls to max_lr / div / final_div; β1 goes the other way, high → low → high."""
+    p = min(max(progress, 0.0), 1.0)
+
+    def cos_from(a: float, b: float, t: float) -> float:  # a at t = 0, b at t = 1
+        return b + (a - b) / 2.0 * (1.0 + math.cos(math.pi * t))
+
+    low, high = momenta
+    if p < warmup:
+        t = p / warmup
+        return cos_from(max_lr / div, max_lr, t), cos_from(high, low, t)
+    t = (p - warmup) / (1.0 - warmup)
+    return cos_from(max_lr, max_lr / div / final_div, t), cos_from(low, high, t)
 
 
 @torch.no_grad()
@@ -84,8 +110,12 @@ def train_classifier(
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     steps_per_epoch = max(1, len(train) // train_config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=train_config.lr, total_steps=train_config.epochs * steps_per_epoch
+    total_steps = train_config.epochs * steps_per_epoch
+    budget = train_config.max_seconds
+    # Without a time budget, torch's OneCycleLR over the planned steps. With one, the same schedule runs on
+    # progress = the larger of the steps' and the seconds' shares, so a run that time stops has still annealed.
+    sched = (
+        None if budget else torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=train_config.lr, total_steps=total_steps)
     )
     started = time.perf_counter()
     bar = tqdm(total=train_config.epochs * steps_per_epoch, desc="classifier", unit="step", disable=not show_progress)
@@ -96,9 +126,14 @@ def train_classifier(
             break
         order = train[torch.randperm(len(train), generator=rng)]
         for s in range(steps_per_epoch):
-            if train_config.max_seconds is not None and time.perf_counter() - started > train_config.max_seconds:
-                stopped_early = True
-                break
+            elapsed = time.perf_counter() - started
+            if budget is not None:
+                if elapsed > budget:
+                    stopped_early = True
+                    break
+                lr, beta1 = one_cycle(max(steps / total_steps, elapsed / budget), train_config.lr)
+                for group in opt.param_groups:
+                    group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
             idx = order[s * train_config.batch_size : (s + 1) * train_config.batch_size]
             x = data[idx].float().div_(127.5).sub_(1.0)
             if train_config.translation > 0:
@@ -108,7 +143,8 @@ def train_classifier(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             steps += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")

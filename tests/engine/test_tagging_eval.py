@@ -57,3 +57,22 @@ def test_a_dataset_classifier_is_trained_on_its_split_within_the_budget(demo_sto
 
 def test_data_without_a_dataset_is_refused_saying_what_to_give(tmp_path):
     assert main(["evaluate", "tagging", "--data", str(tmp_path)]) == 2
+
+
+def test_the_budgeted_schedule_is_torchs_one_cycle_on_progress():
+    torch = pytest.importorskip("torch")
+    from engine.training.classifier import one_cycle
+
+    assert one_cycle(0.0, 2e-3) == pytest.approx((2e-3 / 25, 0.95))
+    assert one_cycle(0.3, 2e-3) == pytest.approx((2e-3, 0.85))
+    assert one_cycle(1.0, 2e-3) == pytest.approx((2e-3 / 25 / 1e4, 0.95))
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=1001)
+    for step in range(1001):
+        if step % 100 == 0:
+            lr, beta1 = one_cycle(step / 1000, 2e-3)
+            assert opt.param_groups[0]["lr"] == pytest.approx(lr, rel=0.02, abs=1e-7)
+            assert opt.param_groups[0]["betas"][0] == pytest.approx(beta1, abs=2e-3)
+        opt.step()
+        sched.step()
