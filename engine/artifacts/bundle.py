@@ -25,6 +25,7 @@ from models.embeddings import EmbeddingModel
 from models.gan import Discriminator, Generator
 from models.io import config_from_dict, read_json
 from models.retriever import FaissRetriever
+from models.sr import SRComponent
 from models.visual import VisualComponent, factors_digest
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 COMPONENTS = ("catalogue", "embeddings", "classifier", "generator", "index")
 # bundles trained before they existed lack them; a retrain of the embeddings drops the visual encoder.
 # The ranker's files are read by serving (``engine.serving.ranker``), which refuses the bundle if they fail.
-OPTIONAL_COMPONENTS = ("visual", "ranker")
+OPTIONAL_COMPONENTS = ("visual", "ranker", "sr")
 
 
 @dataclass(kw_only=True)
@@ -53,6 +54,7 @@ class Bundle:
     history: sp.csr_matrix  # (n_users, n_embedding_items) weighted training interactions, for session fold-in
     visual: VisualComponent | None = None  # image → item space (preference model, cold items)
     discriminator: Discriminator | None = None  # the realism term of preference maximisation; with ``visual``
+    sr: SRComponent | None = None  # super-resolution (×2, ×4) and restoration nets: served sizes and /v1/enhance
 
     @property
     def attributes(self) -> tuple[str, ...]:
@@ -137,6 +139,10 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
             _check_manifest(path / "visual", "visual", problems)
             visual = VisualComponent.load(path / "visual", device=device)
             discriminator = Discriminator.load(path / "generator", device=device)
+        sr = None
+        if (path / "sr").is_dir():
+            _check_manifest(path / "sr", "sr", problems)
+            sr = SRComponent.load(path / "sr", device=device)
     except Exception as exc:
         failed = f"a component failed to load ({type(exc).__name__}: {exc})"
         raise BundleRefused(f"bundle {path.name} refused: " + "; ".join([*integrity, failed])) from exc
@@ -175,6 +181,8 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
             problems.append("the visual encoder's item vectors do not cover the indexed catalogue items, in order")
         if not np.isfinite(visual.item_vectors).all():
             problems.append("the visual encoder's item vectors hold NaN or inf")
+    if sr is not None and not all(torch.isfinite(p).all() for net in sr.nets.values() for p in net.parameters()):
+        problems.append("the super-resolution nets hold NaN or inf weights")
     if not problems:
         with torch.no_grad():
             z = torch.zeros(1, generator.config.z_dim)
@@ -205,4 +213,5 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         history=history,
         visual=visual,
         discriminator=discriminator,
+        sr=sr,
     )

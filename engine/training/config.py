@@ -16,6 +16,7 @@ from typing import Any
 from engine.recommend.reranker import RerankerConfig
 from engine.training.classifier import ClassifierTrainConfig
 from engine.training.gan import GANTrainConfig
+from engine.training.sr import SRTrainConfig
 from engine.training.visual import VisualTrainConfig
 from features.weighting import WeightingConfig
 from models.embeddings import EmbeddingConfig
@@ -58,6 +59,7 @@ class TrainConfig:
     classifier_training: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     visual: VisualTrainConfig = field(default_factory=VisualTrainConfig)
+    sr: SRTrainConfig = field(default_factory=SRTrainConfig)  # served ?size= upscaling and /v1/enhance
 
     def __post_init__(self) -> None:
         if self.image_size not in (32, 64, 128):
@@ -89,6 +91,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_seconds": 240,
         },
         "classifier_training": {"epochs": 6},
+        # 75 s for the three SR nets, on 300 drawings at 256 px (about 8 s to draw); `vitrine train sr` trains longer
+        "sr": {"seconds": 75, "max_images": 300},
     },
     # The H&M bundle behind the H&M grounding figures (docs/results/2026-11-29-grounding.md): the demo preset
     # with the last day held out for validation, 2 classifier epochs and a GAN of up to 800 steps / 480 s
@@ -120,6 +124,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "classifier": {"width": 8, "feature_dim": 16},
         "classifier_training": {"epochs": 1, "batch_size": 16},
         "visual": {"hidden": 32, "steps": 60, "batch_size": 64, "calibration_samples": 32},
+        "sr": {"width": 8, "blocks": 1, "seconds": 3, "steps": 5, "max_images": 12, "holdout": 2, "drawing_size": 64},
     },
 }
 

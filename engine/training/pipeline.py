@@ -3,8 +3,9 @@
 Steps, each timed and logged: read and validate the data; encode attributes; load catalogue images;
 weight events into a user × item matrix; fit embeddings on a time split to measure them, then on all
 events to serve; train the attribute classifier; train the conditional GAN; index the catalogue's image
-features in FAISS; train the visual encoder; write the bundle with manifests. The steps shared with the
-partial retrains (``engine.training.retrain``) live in ``engine.training.components``.
+features in FAISS; train the visual encoder; train the super-resolution and restoration nets; write the bundle
+with manifests. The steps shared with the partial retrains (``engine.training.retrain``) live in
+``engine.training.components``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from engine.training.data import read_training_data
 from engine.training.gan import train_gan
 from engine.training.retrain import retrain_embeddings, retrain_visual
 from features.attributes import AttributeEncoder
+from engine.training.sr import sr_into
+from engine.training.sr_data import CatalogueImages
 from features.images import load_images
 from features.schema import StoreData
 from models.classifier import ClassifierConfig
@@ -239,3 +242,8 @@ def _train_into(
                 show_progress=show_progress,
             )
     return metrics
+    if config.sr.enabled:
+        with timer.step("train super-resolution and restoration"):
+            metrics["sr"] = sr_into(
+                out / "sr", CatalogueImages.of(store), config.sr, manifest, seed=seed, show_progress=show_progress
+            )

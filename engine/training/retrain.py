@@ -1,7 +1,8 @@
 """Partial retrains: a new bundle that retrains one part of a parent bundle and shares the rest with it.
 
 ``retrain_embeddings`` refits the embeddings on new events (the generator, classifier and index are the
-parent's); ``retrain_visual`` adds a visual encoder to a bundle trained without one. Neither promotes the new
+parent's); ``retrain_visual`` adds a visual encoder to a bundle trained without one; ``retrain_sr`` trains the
+super-resolution and restoration nets again (longer, or for a bundle without them). None promotes the new
 bundle: `vitrine promote` decides.
 """
 
@@ -29,6 +30,8 @@ from engine.training.components import (
 )
 from engine.training.config import TrainConfig, build_config
 from engine.training.data import read_training_data
+from engine.training.sr import SRTrainConfig, sr_into
+from engine.training.sr_data import CatalogueImages
 from features.attributes import AttributeEncoder
 from features.images import load_images
 from models.classifier import AttributeClassifier
@@ -86,7 +89,8 @@ def retrain_embeddings(
     fingerprint = store.fingerprint()
     manifest = Manifests(config.seed, fingerprint, parents=[parent])
     with staged_bundle(registry, fingerprint) as (version, staging):
-        _share(parent_dir, staging, ("classifier", "generator", "index", "catalogue"))
+        shared = ("classifier", "generator", "index", "catalogue", "sr")
+        _share(parent_dir, staging, tuple(c for c in shared if (parent_dir / c).is_dir()))
         validation, matrix, items = embeddings_into(
             staging / "embeddings", store, config, timer, manifest, show_progress
         )
@@ -138,7 +142,7 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
     # The visual component's manifest names its own parents (embeddings, classifier, generator).
     manifest = Manifests(config.seed, fingerprint, parents=[parent])
     with staged_bundle(registry, fingerprint) as (version, staging):
-        kept = ("catalogue", "embeddings", "classifier", "generator", "index", "ranker")
+        kept = ("catalogue", "embeddings", "classifier", "generator", "index", "ranker", "sr")
         _share(parent_dir, staging, tuple(c for c in kept if (parent_dir / c).is_dir()))
         catalogue = pd.read_parquet(parent_dir / "catalogue" / "items.parquet")
         root = read_json(parent_dir / "catalogue" / "manifest.json").get("image_root")
@@ -174,3 +178,39 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
         extra = {"version": version, "retrained": ["visual"], "seconds": timer.seconds}
         registry.commit(staging, version, {**parent_manifest, **manifest.bundle(config, metrics, **extra)})
     return version, vmetrics
+
+
+def retrain_sr(
+    artifacts: Path,
+    *,
+    parent: str | None = None,
+    config: SRTrainConfig | None = None,
+    show_progress: bool = True,
+) -> tuple[str, dict]:
+    """A new bundle: the parent's components unchanged, with its ``sr/`` component trained again on its catalogue
+    (``config`` default: the parent's). Returns the version and the new component's held-out figures. Nothing is
+    promoted."""
+    registry, parent, parent_dir, parent_manifest = _parent(artifacts, parent, purpose="start from")
+    bundle_config = build_config(TrainConfig, parent_manifest["config"], source=f"bundle {parent}")
+    config = config or bundle_config.sr
+    bundle_config = dataclasses.replace(bundle_config, sr=config)
+    root = read_json(parent_dir / "catalogue" / "manifest.json").get("image_root")
+    catalogue = CatalogueImages(
+        name=str((parent_manifest.get("data") or {}).get("name", "")),
+        items=pd.read_parquet(parent_dir / "catalogue" / "items.parquet"),
+        image_root=Path(root) if root else None,
+    )
+    timer = Timer()
+    manifest = Manifests(bundle_config.seed, parent_manifest["data_fingerprint"], parents=[parent])
+    with staged_bundle(registry, parent_manifest["data_fingerprint"]) as (version, staging):
+        kept = ("catalogue", "embeddings", "classifier", "generator", "index", "ranker", "visual")
+        _share(parent_dir, staging, tuple(c for c in kept if (parent_dir / c).is_dir()))
+        with timer.step("train super-resolution and restoration"):
+            metrics = sr_into(
+                staging / "sr", catalogue, config, manifest, seed=bundle_config.seed, show_progress=show_progress
+            )
+        extra = {"version": version, "retrained": ["sr"], "seconds": timer.seconds}
+        bundle_metrics = {**parent_manifest.get("metrics", {}), "sr": metrics}
+        bundle_manifest = manifest.bundle(bundle_config, bundle_metrics, **extra)
+        registry.commit(staging, version, {**parent_manifest, **bundle_manifest})
+    return version, metrics
