@@ -15,7 +15,19 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routers import admin, demo, events, experiments, health, images, items, merchant, recommendations, sessions
+from api.routers import (
+    admin,
+    demo,
+    enhance,
+    events,
+    experiments,
+    health,
+    images,
+    items,
+    merchant,
+    recommendations,
+    sessions,
+)
 from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError, StoreUnavailable
 from engine.serving.config import PersonaliserConfig
@@ -110,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(images.router)
+    app.include_router(enhance.router)
     app.include_router(recommendations.router)
     app.include_router(items.router)
     app.include_router(sessions.router)

@@ -14,6 +14,7 @@ from api.schemas import ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut
 from api.settings import Settings, get_settings
 from engine.experiments import UnknownExperiment
 from engine.experiments.definition import NAME_PATTERN
+from engine.serving.enhance import SizeUnavailable
 from engine.serving.latents import LatentStoreUnavailable
 from engine.serving.service import Service
 from engine.serving.types import GeneratedImage, NearestItem, PopularSet, UnknownImage
@@ -166,15 +167,32 @@ def _nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
 @router.get(
     "/images/{image_id}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={
+        200: {"content": {"image/png": {}}},
+        404: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
     summary="A generated image, by the signed id an image set gave (regenerated when not cached); 404 for an id "
     "this service did not issue or that expired",
 )
-def image_png(image_id: str, service: Annotated[Service, Depends(get_service)]) -> Response:
+def image_png(
+    image_id: str,
+    service: Annotated[Service, Depends(get_service)],
+    size: Annotated[
+        int | None,
+        Query(
+            description="side in pixels: the generator's (64), or 2× / 4× it (128, 256) made by the bundle's "
+            "super-resolution; 422 for another size, or for a larger one when the bundle has no sr component"
+        ),
+    ] = None,
+) -> Response:
     try:
-        png = service.render_png(image_id)
+        png = service.render_png(image_id, size)
     except UnknownImage as exc:
         raise HTTPException(404, str(exc)) from exc
+    except SizeUnavailable as exc:
+        raise HTTPException(422, str(exc)) from exc
     except LatentStoreUnavailable as exc:
         logger.error("image %s not rendered: %s", image_id, exc)
         raise HTTPException(

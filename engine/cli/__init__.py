@@ -2,7 +2,8 @@
 
 One module per command group (``data``, ``train``, ``evaluate``, ``serve`` with ``bundles`` and ``promote``,
 ``bench``, ``experiments``, ``generator``, the generator study's commands under train, evaluate and bench, and
-``merchant``: ``generate`` and ``tag`` with their evaluations);
+``merchant``: ``generate`` and ``tag`` with their evaluations, and ``sr``: super-resolution's and restoration's
+commands under train, evaluate and bench, with ``enhance``);
 this module composes their parsers and is the only place in the code base that configures logging. Handlers import
 the engine lazily, so ``vitrine --help`` does not load the models.
 """
@@ -14,7 +15,7 @@ import logging
 import os
 import sys
 
-from engine.cli import bench, data, evaluate, experiments, generator, merchant, privacy, serve, train
+from engine.cli import bench, data, evaluate, experiments, generator, merchant, privacy, serve, sr, train
 
 logger = logging.getLogger("vitrine")
 
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.register(sub)
     bench_sub = bench.register(sub)
     generator.register(train_sub, evaluate_sub, bench_sub)
+    sr.register(sub, train_sub, evaluate_sub, bench_sub)
     merchant.register(sub, evaluate_sub)
     experiments.register(sub)
     return parser

@@ -41,6 +41,7 @@ from engine.artifacts.registry import BundleRefused
 from engine.serving.cache import LruCache
 from engine.serving.catalogue import Catalogue
 from engine.serving.conditions import ConditionModel, ShopperVectors
+from engine.serving.enhance import Enhancer
 from engine.serving.config import PersonaliserConfig
 from engine.serving.grounding import Grounder
 from engine.serving.image_ids import ImageIdCodec, stable_seed
@@ -121,6 +122,7 @@ class Personaliser:
         self.preference = PreferenceOptimiser(bundle, self.config)
         self.grounding = Grounder(bundle, self.catalogue, self.config)
         self.ranker = self._load_ranker(ranker_folder or bundle.path / "ranker") if self.config.ranker else None
+        self.enhancer = Enhancer.of_bundle(bundle)  # the served sizes (super-resolution) and restoration
         # ids name every combination of attribute values, so that images of new products have ids too
         self.ids = ImageIdCodec(
             bundle.version, self.conditions.codes, key or secrets.token_bytes(32), cardinalities=_nameable(bundle)
@@ -156,7 +158,8 @@ class Personaliser:
         wanted = set(user_ids)
         dropped = self._sets.discard_where(lambda key, _: isinstance(key, tuple) and key[0] in wanted)
         images = [img.image_id for result, _ in dropped for img in result.images]
-        pngs = sum(self._pngs.discard(i) for i in images)
+        ids = set(images)  # each image's PNGs at every size: keyed by its id, or by (id, factor)
+        pngs = len(self._pngs.discard_where(lambda key, _: (key[0] if isinstance(key, tuple) else key) in ids))
         latents = sorted({k for _, codes in dropped for k in codes})
         deleted = self.latents.delete_many(latents) if latents else 0
         return {"cached_sets": len(dropped), "cached_images": pngs, "latent_codes": deleted}
@@ -419,14 +422,19 @@ class Personaliser:
             self._pngs.put(image.image_id, png)
         return result
 
-    def render_png(self, image_id: str) -> bytes:
-        """The PNG of an image id: from the cache, or regenerated from the id (and its stored latent code)."""
-        cached = self._pngs.get(image_id)
+    def render_png(self, image_id: str, size: int | None = None) -> bytes:
+        """The PNG of an image id at ``size`` px (default native; ``enhancer.sizes``): from the cache, or
+        regenerated from the id (and its stored latent code) and upscaled by the bundle's super-resolution.
+        SizeUnavailable for a size this bundle does not serve."""
+        factor = self.enhancer.factor(size)
+        key = image_id if factor == 1 else (image_id, factor)
+        cached = self._pngs.get(key)
         if cached is not None:
             return cached
         codes, seed, z = self.image_inputs(image_id)
         latent = None if z is None else torch.from_numpy(z)[None]
         with self.gate.admit():
-            png = to_png(to_uint8(self.generator.generate(codes[None, :], [seed], latent))[0])
-        self._pngs.put(image_id, png)
+            pixels = to_uint8(self.generator.generate(codes[None, :], [seed], latent))
+            png = to_png(self.enhancer.upscale(pixels, factor)[0])
+        self._pngs.put(key, png)
         return png

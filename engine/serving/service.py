@@ -189,10 +189,19 @@ class Service:
         """The first ``k`` shoppers the serving model knows (the demo page's picker)."""
         return self.personaliser.catalogue.known_users(k)
 
-    def render_png(self, image_id: str) -> bytes:
-        """A generated image's PNG; UnknownImage when this bundle cannot render the id (not one it issued, or
-        expired); LatentStoreUnavailable when the shared latent store does not answer."""
-        return self.personaliser.render_png(image_id)
+    def render_png(self, image_id: str, size: int | None = None) -> bytes:
+        """A generated image's PNG at ``size`` px (default: the generator's); UnknownImage when this bundle cannot
+        render the id (not one it issued, or expired); SizeUnavailable for a size it does not serve (larger ones
+        need its super-resolution component); LatentStoreUnavailable when the shared latent store does not answer."""
+        return self.personaliser.render_png(image_id, size)
+
+    def enhance_png(self, data: bytes) -> bytes:
+        """A merchant's photo restored (denoised, deblocked, deblurred) by the bundle's restoration net, as PNG of
+        the same size; NotAnImage for bytes that are not a readable image, SizeUnavailable when the bundle has no
+        restoration net."""
+        personaliser = self.personaliser
+        with personaliser.gate.admit():
+            return personaliser.enhancer.restore_png(data)
 
     def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:
         """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then), and
