@@ -17,6 +17,10 @@ class PersonaliserConfig:
     ranker: bool = True
     max_set_size: int = 32
     max_neighbours: int = 20
+    # generations (fresh sets, re-rendered images) running at once per Service, and waiting for a place; beyond
+    # both, a request is refused at once (engine.serving.limits.AdmissionGate). None: no limit (evaluations)
+    max_concurrent_generations: int | None = None
+    max_queued_generations: int = 0
     cache_size: int = 4096
     set_cache_size: int = 1024  # image sets, per (shopper, session state, n, neighbours, filters)
     # preference maximisation (used when the bundle has a visual encoder and the shopper a vector)
@@ -59,6 +63,10 @@ class PersonaliserConfig:
     def __post_init__(self) -> None:
         if min(self.top_items, self.max_set_size, self.max_neighbours, self.cache_size, self.set_cache_size) < 1:
             raise ValueError("top_items, max_set_size, max_neighbours and the cache sizes must be positive")
+        if (self.max_concurrent_generations is not None and self.max_concurrent_generations < 1) or (
+            self.max_queued_generations < 0
+        ):
+            raise ValueError("max_concurrent_generations must be >= 1 (or None) and max_queued_generations >= 0")
         if self.pool_factor < 1 or self.grounding_pool < 1 or self.steps < 0 or self.lr <= 0:
             raise ValueError("pool_factor and grounding_pool must be >= 1, steps >= 0 and lr > 0")
         if self.realism_weight < 0 or self.prior_weight < 0:

@@ -47,9 +47,11 @@ _DIGEST_BYTES = 6  # the bundle field: 48 bits, 8 base64url characters
 _LATENT_BYTES = 12  # the latent key: 96 bits, 16 base64url characters
 _B64 = r"[A-Za-z0-9_-]"
 _MAX_ROWS = 10**9  # the condition field holds at most 9 digits
+# ASCII digits only (``\d`` takes any script's), at most 9 of them, and matched in full (``$`` would also take
+# a trailing newline): any other string is simply not an id.
 IMAGE_ID_RE = re.compile(
-    rf"^(?P<bundle>{_B64}{{8}})\.(?P<condition>\d+)\.(?P<seed>[0-9a-f]{{16}})"
-    rf"(?:\.(?P<latent>{_B64}{{16}}))?\.(?P<tag>{_B64}{{22}})$"
+    rf"(?P<bundle>{_B64}{{8}})\.(?P<condition>0|[1-9][0-9]{{0,8}})\.(?P<seed>[0-9a-f]{{16}})"
+    rf"(?:\.(?P<latent>{_B64}{{16}}))?\.(?P<tag>{_B64}{{22}})"
 )
 _INVALID = "; request a new image set"
 
@@ -177,7 +179,7 @@ class ImageIdCodec:
 
     def decode(self, image_id: str) -> ImageRef:
         """What a valid id of this bundle names; UnknownImage, saying what to do, for any other string."""
-        m = IMAGE_ID_RE.match(image_id) if len(image_id) <= MAX_ID_LENGTH else None
+        m = IMAGE_ID_RE.fullmatch(image_id) if len(image_id) <= MAX_ID_LENGTH else None
         if m is None:
             raise UnknownImage(f"{image_id[:MAX_ID_LENGTH]!r} is not an image id this service issued{_INVALID}")
         payload = image_id[: m.start("tag") - 1]

@@ -38,9 +38,12 @@ from engine.serving.cache import LruCache
 from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import load_or_create_key
 from engine.serving.latents import LatentStore, MemoryLatentStore
+from engine.serving.limits import AdmissionGate
 from engine.serving.personaliser import Personaliser
+from engine.serving.privacy import MASKED_PREFIX, Erasure, Identities, SessionOwners, forget
 from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
 from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
+from features.pseudonyms import Pseudonymiser
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ def configure_runtime(torch_threads: int | None) -> None:
 class _SetRequest:
     """One image-set request's shopper, size and catalogue filters, as the service passes them along."""
 
-    user_id: str
+    user_id: str  # the shopper's pseudonym: what exposures record
+    lookup_id: str  # what the bundle is asked about: the pseudonym, or a masked id for an erased shopper
     n: int
     neighbours: int
     session_id: str | None
@@ -68,12 +72,15 @@ class SharedState:
     """What the service keeps outside the bundle, and so what several workers or hosts must share: the event
     store (None: experiments are off and every shopper gets the Personaliser's set), the session store, the
     optimised latent codes that image ids refer to, and the key that signs image ids (None: the key file in
-    the artifacts root, ``image_ids.load_or_create_key``). The stores default to this process only."""
+    the artifacts root, ``image_ids.load_or_create_key``), which sessions each shopper used (for erasure) and
+    the pseudonym keyring. The stores default to this process only."""
 
     events: EventStore | None = None
     sessions: SessionStore = field(default_factory=MemorySessionStore)
     latents: LatentStore = field(default_factory=MemoryLatentStore)
     image_key: bytes | None = None
+    owners: SessionOwners = field(default_factory=SessionOwners)
+    pseudonyms: Pseudonymiser | None = None  # None: the keyring in the artifacts root
 
 
 class Service:
@@ -95,6 +102,9 @@ class Service:
         self.sessions = shared.sessions
         self.latents = shared.latents
         self._image_key = shared.image_key or load_or_create_key(self.registry.root)
+        self.identities = Identities(self.registry.root, shared.pseudonyms)
+        self.owners = shared.owners
+        self._erased_seen: set[str] = set(self.identities.register.erased())
         self.watch_seconds = watch_seconds
         self.last_error: str | None = None
         self._personaliser: Personaliser | None = None
@@ -102,6 +112,10 @@ class Service:
         self._last_check = time.monotonic()
         self._refused: set[str] = set()
         self._popular_sets: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
+        # one gate for every bundle this service loads: generations in flight on the old one still count
+        self.gate = AdmissionGate(
+            max_running=self.config.max_concurrent_generations, max_waiting=self.config.max_queued_generations
+        )
 
     # ---- the serving bundle ---------------------------------------------------------------------------
     @property
@@ -142,7 +156,7 @@ class Service:
             if self._personaliser is not None and self._personaliser.version == version:
                 return version
             bundle = load_bundle(self.registry.path(version))
-            personaliser = Personaliser(bundle, self.config, key=self._image_key, latents=self.latents)
+            personaliser = Personaliser(bundle, self.config, key=self._image_key, latents=self.latents, gate=self.gate)
             self._personaliser = personaliser  # a single reference swap: atomic for readers
             self.last_error = None
         logger.info("serving bundle %s", version)
@@ -156,6 +170,7 @@ class Service:
         if self.watch_seconds is None or time.monotonic() - self._last_check < self.watch_seconds:
             return
         self._last_check = time.monotonic()
+        self.follow_erasures()
         current = self.registry.current()
         if current and current != self.version and current not in self._refused and not self._lock.locked():
             # load in the background: the request that noticed the change must not wait for it
@@ -178,16 +193,51 @@ class Service:
         """A catalogue item's photo on disk, or None."""
         return self.personaliser.catalogue.image_path(item_id)
 
+    # ---- shoppers' identities and erasure (engine.serving.privacy) ------------------------------------
+    def pseudonym(self, user_id: str) -> str:
+        """A shop's shopper id as the pseudonym every layer below the HTTP API stores and asks about."""
+        p = self._personaliser
+        return self.identities.resolve(user_id, p.knows if p is not None else lambda _: False)
+
+    def _lookup(self, pseudonym: str, session_id: str | None) -> str:
+        if session_id:
+            self.owners.link(pseudonym, session_id)
+        p = self._personaliser
+        return self.identities.lookup_id(pseudonym, p.trained_at if p is not None else None)
+
+    def follow_erasures(self) -> None:
+        """Drop what this process cached for shoppers erased elsewhere (``vitrine privacy forget``, another
+        worker): the register already masks them; this frees their sets, images and latent codes too."""
+        erased = self.identities.register.erased()
+        new = [p for p in erased if p not in self._erased_seen]
+        if new and self._personaliser is not None:
+            self._personaliser.forget_cached([*new, *(MASKED_PREFIX + p for p in new)])
+        self._erased_seen = set(erased)
+
+    def forget(self, user_id: str) -> Erasure:
+        """Erase a shopper at once (see :func:`engine.serving.privacy.forget`); they are served as new from now."""
+        candidates = self.identities.pseudonyms.candidates(user_id)
+
+        def purge(ids: list[str]) -> dict[str, int]:
+            p = self._personaliser
+            return p.forget_cached([*ids, *(MASKED_PREFIX + i for i in ids)]) if p is not None else {}
+
+        return forget(
+            candidates,
+            identities=self.identities,
+            events=self.events,
+            sessions=self.sessions,
+            owners=self.owners,
+            purge_caches=purge,
+        )
+
     def recommended_items(self, user_id: str, k: int, *, session_id: str | None = None) -> tuple[list[str], str, str]:
         """(the shopper's top-k item ids as serving ranks them, what ranked them: ``ranker`` or ``embeddings``,
-        the bundle version); the session's events, if any, count as the shopper's latest."""
+        the bundle version); the session's events, if any, count as the shopper's latest. ``user_id`` is the
+        shopper's pseudonym (:meth:`pseudonym`)."""
         p = self.personaliser  # one bundle for the whole answer, even if a promotion lands meanwhile
-        items = p.recommended_items(user_id, k, session=self._session(session_id))
+        items = p.recommended_items(self._lookup(user_id, session_id), k, session=self._session(session_id))
         return items, "ranker" if p.ranker is not None else "embeddings", p.version
-
-    def known_users(self, k: int) -> list[str]:
-        """The first ``k`` shoppers the serving model knows (the demo page's picker)."""
-        return self.personaliser.catalogue.known_users(k)
 
     def render_png(self, image_id: str, size: int | None = None) -> bytes:
         """A generated image's PNG at ``size`` px (default: the generator's); UnknownImage when this bundle cannot
@@ -219,7 +269,7 @@ class Service:
         images = self._popular_sets.get(key)
         if images is None:
             images = personaliser.catalogue.popular_set(
-                request.user_id,
+                request.lookup_id,
                 request.n,
                 neighbours=request.neighbours,
                 classes=request.classes,
@@ -252,6 +302,7 @@ class Service:
         ts = to_epoch(at)
         request = _SetRequest(
             user_id=user_id,
+            lookup_id=self._lookup(user_id, session_id),
             n=n,
             neighbours=neighbours,
             session_id=session_id,
@@ -281,7 +332,7 @@ class Service:
 
     def _personalised(self, request: _SetRequest) -> ImageSet:
         return self.personaliser.image_set(
-            request.user_id,
+            request.lookup_id,
             request.n,
             neighbours=request.neighbours,
             session=self._session(request.session_id),

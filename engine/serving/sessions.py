@@ -72,19 +72,49 @@ class SessionStore(Protocol):
         """Store ``events`` for ``session_id``; answer the session's event count after them."""
         ...
 
+    def delete(self, session_id: str) -> bool:
+        """Forget the session (an erased shopper's); whether it was held."""
+        ...
+
     def get(self, session_id: str) -> list[SessionEvent]:
         """The session's events, oldest first (equal times in arrival order); [] for an unknown session."""
         ...
 
 
-class MemorySessionStore:
-    """Sessions in memory, at most ``max_sessions`` (LRU) and ``max_events`` per session (oldest dropped)."""
+# What a session takes in this process's memory, roughly: measured with tracemalloc, 2000 sessions of 50 events
+# with 16-character item ids took 221 bytes an event (the event, its datetime and item id, a list slot).
+_EVENT_BYTES = 160
+_SESSION_BYTES = 200
 
-    def __init__(self, *, max_sessions: int = 100_000, max_events: int = 200) -> None:
+
+def _session_bytes(session_id: str, events: list[SessionEvent]) -> int:
+    return _SESSION_BYTES + len(session_id) + sum(_EVENT_BYTES + len(e.item_id) for e in events)
+
+
+class MemorySessionStore:
+    """Sessions in memory: at most ``max_events`` per session (oldest dropped), and at most ``max_sessions``
+    sessions taking about ``max_bytes`` in all (least recently used dropped first), so that no stream of new
+    sessions can exhaust the worker's memory."""
+
+    def __init__(self, *, max_sessions: int = 100_000, max_events: int = 200, max_bytes: int = 256 * 2**20) -> None:
+        if min(max_sessions, max_events, max_bytes) < 1:
+            raise ValueError("max_sessions, max_events and max_bytes must be positive")
         self.max_sessions = max_sessions
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self._data: OrderedDict[str, list[SessionEvent]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
         self._lock = threading.Lock()
+
+    @property
+    def size_bytes(self) -> int:
+        """About how much memory the stored sessions take."""
+        return self._bytes
+
+    def _forget(self, session_id: str) -> None:
+        self._data.pop(session_id, None)
+        self._bytes -= self._sizes.pop(session_id, 0)
 
     def add(self, session_id: str, events: list[SessionEvent]) -> int:
         with self._lock:
@@ -93,8 +123,11 @@ class MemorySessionStore:
             stored.sort(key=lambda e: e.timestamp)
             del stored[: max(0, len(stored) - self.max_events)]
             self._data.move_to_end(session_id)
-            while len(self._data) > self.max_sessions:
-                self._data.popitem(last=False)
+            size = _session_bytes(session_id, stored)
+            self._bytes += size - self._sizes.get(session_id, 0)
+            self._sizes[session_id] = size
+            while len(self._data) > 1 and (len(self._data) > self.max_sessions or self._bytes > self.max_bytes):
+                self._forget(next(iter(self._data)))
             return len(stored)
 
     def get(self, session_id: str) -> list[SessionEvent]:
@@ -104,6 +137,12 @@ class MemorySessionStore:
                 return []
             self._data.move_to_end(session_id)
             return list(events)
+
+    def delete(self, session_id: str) -> bool:
+        with self._lock:
+            held = session_id in self._data
+            self._forget(session_id)
+            return held
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -209,6 +248,12 @@ class RedisSessionStore:
             raise SessionStoreUnavailable(f"could not read a session from {self.where}: {exc}") from exc
         return [_event(m.decode() if isinstance(m, bytes) else m) for m in members]
 
+    def delete(self, session_id: str) -> bool:
+        try:
+            return bool(self.client.delete(*self._keys(session_id)))
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable(f"could not delete a session in {self.where}: {exc}") from exc
+
 
 def _event(member: str) -> SessionEvent:
     """A stored member (arrival number, then the event's JSON) as the event."""
@@ -220,7 +265,9 @@ def _event(member: str) -> SessionEvent:
     )
 
 
-def open_session_store(redis_url: str | None, *, ttl_seconds: int = 86_400) -> SessionStore:
+def open_session_store(
+    redis_url: str | None, *, ttl_seconds: int = 86_400, memory_bytes: int = 256 * 2**20
+) -> SessionStore:
     """The session store a server process uses: in this process without ``redis_url``, else in Redis.
 
     A URL that is not a Redis URL is a ValueError: a misconfiguration that can never work stops the start-up.
@@ -230,7 +277,7 @@ def open_session_store(redis_url: str | None, *, ttl_seconds: int = 86_400) -> S
     server that refused to start would take the image sets down with Redis.
     """
     if not redis_url:
-        return MemorySessionStore()
+        return MemorySessionStore(max_bytes=memory_bytes)
     store = RedisSessionStore.from_url(redis_url, ttl_seconds=ttl_seconds)
     problem = store.problem()
     if problem:
