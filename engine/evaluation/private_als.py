@@ -26,7 +26,7 @@ from models.io import write_json
 
 logger = logging.getLogger(__name__)
 
-ANCHOR = "private ALS (Chien et al., ICML 2021): about 6 points of Recall@20 below non-private ALS on MovieLens, ε ≤ 10"
+ANCHOR = "private ALS (Chien et al., ICML 2021): about 6 points below non-private ALS on MovieLens at ε ≤ 10"
 
 
 def evaluate_private_als(

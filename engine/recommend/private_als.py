@@ -5,7 +5,7 @@ Private Matrix Completion with Tighter Rates" (ICML 2021): in the billboard mode
 to everyone and each shopper's own factors are computed from them and the shopper's own data, seen only by that
 shopper. One shopper changes the released item factors only through the item-side sufficient statistics, so
 those are computed from contribution-bounded data and released with Gaussian noise; the user step needs no
-noise. Chien et al. report about 6 points of Recall@20 below non-private ALS on MovieLens at ε ≤ 10.
+noise. Their private ALS comes within about 6 points of non-private ALS on MovieLens at ε ≤ 10.
 
 The item step of implicit ALS (Hu, Koren & Volinsky 2008, eq. 5) solves, for each item j,
 
