@@ -15,6 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.access_log import AccessLog
+from api.auth import ShopperTokens
+from api.limits import install_limits
 from api.routers import (
     admin,
     demo,
@@ -25,13 +28,17 @@ from api.routers import (
     images,
     items,
     merchant,
+    privacy,
     recommendations,
     sessions,
 )
+from api.schemas import USER_ID_RULE
 from api.settings import Settings, get_settings
 from engine.experiments.eventstore import EventStore, StoreError, StoreUnavailable
 from engine.serving.config import PersonaliserConfig
+from engine.serving.image_ids import load_or_create_key
 from engine.serving.latents import open_latent_store
+from engine.serving.privacy import SessionOwners
 from engine.serving.service import Service, SharedState, configure_runtime
 from engine.serving.sessions import open_session_store
 from engine.serving.types import NoBundle
@@ -41,7 +48,10 @@ logger = logging.getLogger("vitrine.api")
 
 def _describe(error: dict) -> str:
     where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("query", "path", "body"))
-    return f"{where}: {error.get('msg')}" if where else str(error.get("msg"))
+    msg = str(error.get("msg"))
+    if error.get("type") == "string_pattern_mismatch" and str(where).endswith("user_id"):
+        msg = f"not a valid {USER_ID_RULE}"  # say the rule, not the regular expression
+    return f"{where}: {msg}" if where else msg
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,26 +62,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
         configure_runtime(settings.torch_threads)
+        if not (settings.service_key_list or settings.open_access or settings.demo):
+            logger.warning("no VITRINE_SERVICE_KEYS: only shopper tokens and the admin token can call the API")
+        if settings.open_access:
+            logger.warning("VITRINE_OPEN_ACCESS is on: requests without a credential act as a back end")
         try:  # experiments and events need the store; image sets must keep serving without it
             app.state.events = EventStore(settings.database_url)
         except (StoreError, ValueError) as exc:
             app.state.events = None
             app.state.events_error = str(exc)
             logger.error("event store unavailable: %s", exc)
+        image_key = settings.image_key.get_secret_value().encode() if settings.image_key else None
+        image_key = image_key or load_or_create_key(settings.artifacts)
+        app.state.tokens = ShopperTokens(image_key)  # signed under a key derived from the image key
         service = Service(
             settings.artifacts,
             config=PersonaliserConfig(
                 max_set_size=settings.max_set_size,
                 max_neighbours=settings.max_neighbours,
+                max_concurrent_generations=settings.max_concurrent_generations,
+                max_queued_generations=settings.max_queued_generations,
                 cache_size=settings.image_cache_size,
             ),
             shared=SharedState(
                 events=app.state.events,
                 # in Redis with redis_url (shared by every worker), else in this process; see open_session_store
-                sessions=open_session_store(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
+                sessions=open_session_store(
+                    settings.redis_url,
+                    ttl_seconds=settings.session_ttl_seconds,
+                    memory_bytes=settings.session_memory_bytes,
+                ),
                 # optimised images' latent codes: in Redis with redis_url, else in this process
                 latents=open_latent_store(settings.redis_url, ttl_seconds=settings.image_ttl_seconds),
-                image_key=settings.image_key.get_secret_value().encode() if settings.image_key else None,
+                image_key=image_key,
+                owners=SessionOwners.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
             ),
         )
         service.load_current()
@@ -87,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.dependency_overrides[get_settings] = lambda: settings
+    install_limits(app, settings)  # body size, rate limits, overload answers, and the limits in the OpenAPI
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -129,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(experiments.router)
     app.include_router(events.router)
     app.include_router(admin.router)
-    app.include_router(demo.router)
+    app.include_router(privacy.router)
     app.include_router(merchant.router)
+    app.include_router(demo.router)
+    app.add_middleware(AccessLog)
     return app

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from features.ids import MAX_ID_LENGTH
+
+#: Ids in paths and queries: session, exposure and other ids.
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{{0,{MAX_ID_LENGTH - 1}}}$"
+#: Shopper ids: opaque ids, so no '@': an e-mail address is personal data and is refused as an id.
+USER_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:\-]{{0,{MAX_ID_LENGTH - 1}}}$"
+USER_ID_RULE = f"shopper id: 1-{MAX_ID_LENGTH} letters, digits or _.:- (an opaque id; not an e-mail address)"
+
+#: Times: RFC 3339 (``2024-05-01T12:00:00Z``), as the OpenAPI document says (``format: date-time``); the same
+#: without an offset is read as UTC, as it always was. Strings only: a bare number is not read as epoch seconds.
+ZONELESS_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?$"
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _time_text(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and (_RFC3339.fullmatch(value) or re.fullmatch(ZONELESS_TIME_PATTERN, value)):
+        return value
+    raise ValueError("must be an ISO 8601 date-time such as 2024-05-01T12:00:00Z (without an offset: UTC)")
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_time_text), WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+def _zoned_text(value: object) -> object:
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with its offset, such as 2024-05-01T00:00:00Z")
+
+
+#: Times that must say their offset (an experiment's start and stop).
+ZonedTime = Annotated[datetime, BeforeValidator(_zoned_text), WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
 class NearestItemOut(BaseModel):
@@ -103,7 +138,9 @@ class ErrorOut(BaseModel):
 class SessionEventIn(BaseModel):
     item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     event_type: Literal["view", "add_to_cart", "purchase"]
-    timestamp: datetime | None = Field(None, description="when it happened, ISO 8601 (default: now; no zone = UTC)")
+    timestamp: IsoTime | None = Field(
+        None, description="when it happened, ISO 8601 (default: now; no zone = UTC); within the accepted window"
+    )
 
 
 class SessionEventsIn(BaseModel):

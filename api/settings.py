@@ -17,6 +17,19 @@ class Settings(BaseSettings):
 
     artifacts: Path = Field(Path("data/artifacts"), description="bundle root (the registry's folder)")
     admin_token: str | None = Field(None, description="token for /v1/admin/*; admin endpoints are off without it")
+    service_keys: SecretStr | None = Field(
+        None,
+        description="comma-separated keys for storefront back ends (server to server; see docs/SECURITY.md); "
+        "each at least 16 characters",
+    )
+    open_access: bool = Field(
+        False,
+        description="answer requests that carry no credential as if from a back end: local development only, "
+        "never on a network",
+    )
+    shopper_token_seconds: int = Field(3600, ge=60, le=86_400, description="lifetime of a shopper token")
+    demo: bool = Field(False, description="serve the storefront demo page and its routes (`vitrine serve --demo`)")
+    demo_data: Path = Field(Path("data/demo"), description="with demo: the demo store whose shoppers the page lists")
     max_set_size: int = Field(32, ge=1, le=256)
     max_neighbours: int = Field(20, ge=1, le=100)
     image_cache_size: int = Field(4096, ge=1)
@@ -41,10 +54,57 @@ class Settings(BaseSettings):
     image_ttl_seconds: int = Field(
         7 * 86_400, ge=60, description="with redis_url: an optimised image expires this long after its set was served"
     )
+    # What one request or one client may ask: each limit, its status code and why, in the README ("Limits")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body in bytes (413 above)")
+    rate_limit_per_second: float = Field(
+        50.0,
+        ge=0,
+        description="requests a second per client key (its Bearer credential, else its address), 429 beyond; "
+        "0: no rate limit. With redis_url the buckets are shared by every worker and host",
+    )
+    rate_limit_burst: int = Field(200, ge=1, description="requests a client key may make at once after a quiet spell")
+    max_concurrent_generations: int = Field(
+        4, ge=1, description="image generations running at once in a worker (fresh image sets and re-rendered images)"
+    )
+    max_queued_generations: int = Field(
+        16, ge=0, description="generations that may wait for a place; any more are refused at once (503, Retry-After)"
+    )
+    session_memory_bytes: int = Field(
+        256 * 2**20,
+        ge=2**20,
+        description="without redis_url: the memory session events may take in a worker; the least recently used "
+        "sessions are dropped beyond it",
+    )
+    max_revenue: float = Field(1e6, gt=0, le=1e15, description="largest revenue one purchase may carry (422 above)")
+    event_retention_days: int = Field(
+        365,
+        ge=1,
+        le=36_500,
+        description="events (POST /v1/events, session events) may be at most this old and 5 minutes ahead of the "
+        "server's clock (422 outside); with client_clock (simulations) any time is accepted",
+    )
     database_url: str = Field(
         "sqlite:///data/events.db",
         description="event store: sqlite:///path.db (WAL) or postgresql+psycopg://user@host:5432/db",
     )
+
+    @property
+    def service_key_list(self) -> list[str]:
+        if self.service_keys is None:
+            return []
+        return [k.strip() for k in self.service_keys.get_secret_value().split(",") if k.strip()]
+
+    @field_validator("service_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None:
+            short = [k for k in keys.get_secret_value().split(",") if k.strip() and len(k.strip()) < MIN_KEY_BYTES]
+            if short:
+                raise ValueError(
+                    f"{len(short)} service key(s) shorter than {MIN_KEY_BYTES} characters; make each with "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+        return keys
 
     @field_validator("image_key")
     @classmethod

@@ -22,13 +22,20 @@ from engine.experiments import (
     list_experiments,
     update_experiment,
 )
-from engine.experiments.definition import CONVERSIONS, NAME_PATTERN, STRATEGIES, UNITS
+from engine.experiments.definition import CONVERSIONS, MAX_DAYS, MAX_WEIGHT, NAME_PATTERN, STRATEGIES, UNITS
 from engine.experiments.eventstore import EventStore
 
 router = APIRouter(tags=["experiments"])
 Trusted = Annotated[Caller, Depends(trusted_caller)]
 
-Name = Annotated[str, Path(pattern=NAME_PATTERN, description="experiment name: 1-64 letters, digits, _ . -")]
+Name = Annotated[
+    str,
+    Path(
+        pattern=NAME_PATTERN,
+        description="experiment name: 1-64 letters, digits, _ . -",
+        openapi_examples={"an experiment": {"value": "personalised-vs-popular"}},
+    ),
+]
 AsOf = Annotated[
     IsoTime | None, Query(description="report as of this ISO 8601 time (default: now, or the stop if earlier)")
 ]
@@ -53,7 +60,7 @@ class VariantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, description="1-64 letters, digits, _ . -; unique in the experiment")
-    weight: float = Field(1.0, gt=0, description="share of the traffic, relative to the other variants")
+    weight: float = Field(1.0, gt=0, le=MAX_WEIGHT, description="share of the traffic, relative to the other variants")
     strategy: Literal[STRATEGIES] = Field("personalised", description="what the variant shows")  # type: ignore[valid-type]
     description: str = Field("", max_length=1000)
 
@@ -69,7 +76,7 @@ class ExperimentIn(BaseModel):
     unit: Literal[UNITS] = "user"  # type: ignore[valid-type]
     salt: str | None = Field(None, min_length=1, max_length=128, description="seeds the assignment (default: name)")
     start: ZonedTime
-    stop: ZonedTime = Field(description="after start")
+    stop: ZonedTime = Field(description=f"after start, by at most {MAX_DAYS} days")
     traffic: float = Field(1.0, gt=0, le=1, description="share of units in the experiment")
     conversion: Literal[CONVERSIONS] = "purchase"  # type: ignore[valid-type]
     control: str | None = Field(

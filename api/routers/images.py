@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
+from pydantic import StringConstraints
 
-from api.deps import get_service
-from api.schemas import ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut, NearestItemOut
+from api.deps import Shopper, get_service, path_shopper
+from api.schemas import ID_PATTERN, ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut, IsoTime, NearestItemOut
 from api.settings import Settings, get_settings
 from engine.experiments import UnknownExperiment
 from engine.experiments.definition import NAME_PATTERN
@@ -24,20 +24,19 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["images"])
 
-ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{{0,{MAX_ID_LENGTH - 1}}}$"
-UserId = Annotated[str, Path(pattern=ID_PATTERN, description=f"shopper id: 1-{MAX_ID_LENGTH} letters, digits or _.:@-")]
+AUTH_ERRORS: dict[int | str, dict] = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}}
 
 
 @router.get(
     "/users/{user_id}/image-set",
     response_model=ImageSetOut,
-    responses={404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    responses={**AUTH_ERRORS, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}},
     summary="A personalised set of generated product images, each linked to real catalogue items "
     "(or, in an experiment's popular arm, catalogue photos of popular items); records experiment exposures",
 )
 def image_set(
     request: Request,
-    user_id: UserId,
+    shopper: Annotated[Shopper, Depends(path_shopper)],
     service: Annotated[Service, Depends(get_service)],
     settings: Annotated[Settings, Depends(get_settings)],
     n: Annotated[int, Query(ge=1, description="number of images")] = 8,
@@ -51,12 +50,15 @@ def image_set(
         str | None, Query(pattern=ID_PATTERN, description="id of the exposure: a retried request records it once")
     ] = None,
     at: Annotated[
-        datetime | None,
+        IsoTime | None,
         Query(description="the request's time, ISO 8601; only when the server runs with VITRINE_CLIENT_CLOCK=1"),
     ] = None,
     classes: Annotated[
-        list[str] | None,
-        Query(description="only these classes, in the images and their items (repeat it or separate by commas)"),
+        list[Annotated[str, StringConstraints(pattern=r"[^,\s]", max_length=MAX_ID_LENGTH)]] | None,
+        Query(
+            description="only these classes, in the images and their items (repeat it or separate by commas); "
+            "404 for a class the catalogue does not have"
+        ),
     ] = None,
     in_stock_only: Annotated[bool, Query(description="attach only items in stock")] = True,
 ) -> ImageSetOut:
@@ -70,7 +72,7 @@ def image_set(
         )
     try:
         shown = service.image_set(
-            user_id,
+            shopper.pseudonym,
             n,
             neighbours=neighbours,
             session_id=session_id,
@@ -82,8 +84,8 @@ def image_set(
         )
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from exc
-    except ValueError as exc:  # an unknown class, or filters that leave no catalogue item
-        raise HTTPException(422, str(exc)) from exc
+    except ValueError as exc:  # an unknown class, or filters that leave no catalogue item: nothing to show
+        raise HTTPException(404, str(exc)) from exc
     base = str(request.base_url).rstrip("/")
     result = shown.images
     if isinstance(result, PopularSet):
@@ -114,7 +116,7 @@ def image_set(
             for img in result.images
         ]
     return ImageSetOut(
-        user_id=result.user_id,
+        user_id=shopper.user_id,
         session_id=session_id,
         strategy=result.strategy,
         bundle_version=result.bundle_version,

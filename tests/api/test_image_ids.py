@@ -85,7 +85,10 @@ def test_an_absurd_condition_signed_with_the_servers_key_is_404_not_503(client, 
     root, version = trained_artifacts
     codec = ImageIdCodec(version, client.app.state.service.personaliser.conditions.codes, load_or_create_key(root))
     bundle, _, seed, _ = codec.encode(0, 1).split(".")
-    payload = f"{bundle}.{'9' * 20}.{seed}"
+    payload = f"{bundle}.{'9' * 20}.{seed}"  # more digits than any condition table: not an id's shape at all
+    r = client.get(f"/v1/images/{payload}.{codec._tag(payload)}.png")
+    assert r.status_code == 404 and "is not an image id this service issued" in r.json()["detail"]
+    payload = f"{bundle}.{'9' * 9}.{seed}"
     r = client.get(f"/v1/images/{payload}.{codec._tag(payload)}.png")
     assert r.status_code == 404 and "condition this bundle does not have" in r.json()["detail"]
 
@@ -134,7 +137,7 @@ def test_every_layer_takes_ids_of_the_same_length():
     import pandas as pd
     import sqlalchemy as sa
 
-    from api.routers.events import EventIn
+    from api.routers.events import ClickIn
     from api.routers.images import ID_PATTERN
     from api.schemas import SessionEventIn
     from engine.experiments.records import Event, ExposureIn
@@ -153,10 +156,10 @@ def test_every_layer_takes_ids_of_the_same_length():
     with pytest.raises(ValueError, match=str(MAX_ID_LENGTH)):
         Event(client_event_id="e", kind="click", ts=0, user_id="u", image_id=too_long)
     assert ExposureIn(unit_id=longest, ts=0, exposure_id=longest)
-    EventIn(client_event_id=longest, kind="click", user_id=longest, image_id=longest)
+    ClickIn(client_event_id=longest, kind="click", user_id=longest, image_id=longest)
     SessionEventIn(item_id=longest, event_type="view")
     for model, fields in (
-        (EventIn, {"client_event_id": "e", "kind": "click", "image_id": too_long}),
+        (ClickIn, {"client_event_id": "e", "kind": "click", "session_id": "s", "image_id": too_long}),
         (SessionEventIn, {"item_id": too_long, "event_type": "view"}),
     ):
         with pytest.raises(ValueError, match=f"at most {MAX_ID_LENGTH} characters"):
