@@ -56,6 +56,7 @@ from engine.experiments.records import (
     to_epoch,
 )
 from engine.experiments.resends import conflicts, event_from_row
+from engine.experiments.shopper_records import ShopperRecords
 from engine.experiments.tables import assignments_t, events_t, experiments_t, exposures_t
 from features.readers.service import SERVICE_EVENT_COLUMNS
 
@@ -82,7 +83,7 @@ _CHUNK = 400  # unit ids per `IN (...)` lookup (SQLite allows 32766 bound parame
 _EXACT = sa.Numeric(asdecimal=False)
 
 
-class EventStore:
+class EventStore(ShopperRecords):
     """Experiments, assignments, exposures and events in one database (see the module docstring).
 
     Thread-safe: each call takes a pooled connection. Open with a URL; migrations run at open. ``close()``

@@ -86,12 +86,16 @@ class Manifests:
         )
 
 
-def data_record(store: StoreData, data_path: Path, service_events: dict[str, Any] | None = None) -> dict[str, Any]:
+def data_record(
+    store: StoreData, data_path: Path, service_events: dict[str, Any] | None = None, *, read_at: float | None = None
+) -> dict[str, Any]:
     """Which data a bundle was trained on, with the readers' reports on it, and the service events it added
-    (their sources without credentials, and counts; see :func:`engine.training.data.read_training_data`)."""
+    (their sources without credentials, and counts; see :func:`engine.training.data.read_training_data`).
+    ``read_at`` (epoch seconds) is when it was read: serving masks shoppers erased from then on."""
     record = {
         "name": store.name,
         "path": str(Path(data_path).resolve()),
+        "read_at": read_at,
         "reports": {k: r.to_dict() for k, r in store.reports.items()},
     }
     if service_events is not None:

@@ -11,6 +11,7 @@ with manifests. The steps shared with the partial retrains (``engine.training.re
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,9 @@ from engine.training.config import TrainConfig
 from engine.training.data import read_training_data
 from engine.training.gan import train_gan
 from engine.training.retrain import retrain_embeddings, retrain_visual
-from features.attributes import AttributeEncoder
 from engine.training.sr import sr_into
 from engine.training.sr_data import CatalogueImages
+from features.attributes import AttributeEncoder
 from features.images import load_images
 from features.schema import StoreData
 from models.classifier import ClassifierConfig
@@ -102,14 +103,19 @@ def train_bundle(
     """
     torch.manual_seed(config.seed)  # an entry point: every step below also takes the seed explicitly
     timer = Timer()
+    read_at = time.time()  # shoppers erased from now on are masked in this bundle (engine.serving.privacy)
     with timer.step("read and validate data"):
-        store, service_events = read_training_data(data_path, events)
+        store, service_events = read_training_data(data_path, events, artifacts=artifacts)
     fingerprint = store.fingerprint()
     registry = ArtifactRegistry(artifacts)
     manifest = Manifests(config.seed, fingerprint)
     with staged_bundle(registry, fingerprint) as (version, staging):
         metrics = _train_into(staging, store, config, timer, manifest, show_progress)
-        extra = {"version": version, "data": data_record(store, data_path, service_events), "seconds": timer.seconds}
+        extra = {
+            "version": version,
+            "data": data_record(store, data_path, service_events, read_at=read_at),
+            "seconds": timer.seconds,
+        }
         registry.commit(staging, version, manifest.bundle(config, metrics, **extra))
     if promote:
         from engine.artifacts.promotion import promote_bundle
@@ -241,9 +247,9 @@ def _train_into(
                 manifest,
                 show_progress=show_progress,
             )
-    return metrics
     if config.sr.enabled:
         with timer.step("train super-resolution and restoration"):
             metrics["sr"] = sr_into(
                 out / "sr", CatalogueImages.of(store), config.sr, manifest, seed=seed, show_progress=show_progress
             )
+    return metrics
