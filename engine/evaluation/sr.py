@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import unsharp_mask
 from skimage.restoration import denoise_nl_means
 from tqdm.auto import tqdm
 
@@ -88,10 +87,12 @@ def median(image: np.ndarray) -> np.ndarray:
     return ndimage.median_filter(image, size=(3, 3, 1), mode="reflect")
 
 
-def unsharp(image: np.ndarray) -> np.ndarray:
-    """Unsharp mask: radius 1 px, amount 1 (scikit-image)."""
-    out = unsharp_mask(image.astype(np.float64), radius=1.0, amount=1.0, channel_axis=-1, preserve_range=True)
-    return _to_uint8(out)
+def unsharp(image: np.ndarray, *, sigma: float = 1.0, amount: float = 1.0) -> np.ndarray:
+    """Unsharp mask: x + amount · (x − G_σ ∗ x), a Gaussian of σ 1 px, amount 1, per channel (scikit-image's
+    defaults; its own ``unsharp_mask`` returned values of 1e298 on images that span 0-255)."""
+    x = image.astype(np.float64)
+    blurred = ndimage.gaussian_filter(x, sigma=(sigma, sigma, 0), mode="reflect", truncate=4.0)
+    return _to_uint8(x + amount * (x - blurred))
 
 
 def noise_sigma(image: np.ndarray) -> float:
