@@ -162,12 +162,18 @@ def post_experiment(body: ExperimentBody, store: Store) -> dict[str, Any]:
         401: {"model": ErrorOut},
         403: {"model": ErrorOut},
         404: {"model": ErrorOut},
-        409: {"model": ErrorOut, "description": "the change contradicts what exposed units saw (unit, salt, variants)"},
+        409: {
+            "model": ErrorOut,
+            "description": "the change contradicts what exposed units saw (unit, salt, variants), or the body names "
+            "another experiment than the path",
+        },
         422: {"model": ErrorOut},
     },
     summary="Replace an experiment's configuration (exposed units keep their variants)",
 )
 def put_experiment(name: Name, body: ExperimentUpdateBody, store: Store) -> dict[str, Any]:
+    if body.name is not None and body.name != name:
+        raise HTTPException(409, f"the body names experiment {body.name!r} but the path names {name!r}")
     try:
         return update_experiment(store, name, body.config())
     except UnknownExperiment as exc:

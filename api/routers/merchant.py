@@ -154,6 +154,9 @@ _IMAGE_BODY = {
                     "type": "object",
                     "required": [IMAGE_FIELD],
                     "properties": {IMAGE_FIELD: {"type": "string", "format": "binary"}},
+                    # the form is read for its one file; Starlette takes at most 4 other fields, each one text part
+                    "maxProperties": 5,
+                    "additionalProperties": {"type": "string"},
                 }
             },
         },

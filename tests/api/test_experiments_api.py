@@ -42,7 +42,7 @@ def test_create_list_update_and_report(client):
     assert [e["name"] for e in client.get("/v1/experiments").json()] == ["pvp"]
     r = client.put("/v1/admin/experiments/pvp", json={**EXPERIMENT, "traffic": 0.5}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["traffic"] == 0.5
-    assert client.put("/v1/admin/experiments/other", json=EXPERIMENT, headers=ADMIN).status_code == 422  # name clash
+    assert client.put("/v1/admin/experiments/other", json=EXPERIMENT, headers=ADMIN).status_code == 409  # name clash
     r = client.put("/v1/admin/experiments/other", json={**EXPERIMENT, "name": "other"}, headers=ADMIN)
     assert r.status_code == 404
     r = client.get("/v1/experiments/pvp/report", params={"as_of": "2024-05-03T00:00:00Z"})
