@@ -171,5 +171,7 @@ def run_load_benchmark(
     if artifacts is None:
         raise ValueError("give --url of a running API, or --artifacts to start one")
     key = secrets.token_urlsafe(24)
-    with serve_subprocess(artifacts, {"VITRINE_SERVICE_KEYS": key}) as base:
+    # one client sends a crowd's requests: the per-client rate limit would measure itself, not the service
+    env = {"VITRINE_SERVICE_KEYS": key, "VITRINE_RATE_LIMIT_PER_SECOND": "0"}
+    with serve_subprocess(artifacts, env) as base:
         return run(base, key)
