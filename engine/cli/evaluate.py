@@ -102,6 +102,7 @@ def _cmd_privacy(args: argparse.Namespace) -> int:
             "visual_max_grad_norm",
             "seed",
         ),
+        parts=tuple(args.parts.split(",")),
     )
     _print_report(render(report), out)
     return 0
@@ -250,6 +251,7 @@ def _register_privacy(ev_sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--visual-steps", type=int, default=800, help="preference model steps (stores with logs)")
     dp.add_argument("--visual-batch-size", type=int, default=512, help="expected shoppers per step")
     dp.add_argument("--visual-max-grad-norm", type=float, default=1.0, help="clipping bound of one shopper's gradient")
+    dp.add_argument("--parts", default="gan,visual", help="gan, visual (stores with logs) or gan,visual")
     dp.add_argument("--seed", type=int, default=0)
     dp.add_argument("--threads", type=int, default=2, help="torch threads")
     dp.add_argument("--out", help="JSON report path")

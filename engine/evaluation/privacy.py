@@ -202,13 +202,20 @@ def evaluate_privacy(
     visual_steps: int = 800,
     visual_batch_size: int = 512,
     visual_max_grad_norm: float = 1.0,
+    parts: tuple[str, ...] = ("gan", "visual"),
     seed: int = 0,
     out: Path | None = None,
     show_progress: bool = True,
 ) -> dict:
-    """The utility-against-ε table for ``dataset`` (see the module docstring); written to ``out`` as JSON."""
+    """The utility-against-ε table for ``dataset`` (see the module docstring); written to ``out`` as JSON.
+
+    ``parts`` picks the models: "gan", "visual" (stores with logs only) or both."""
     if not epsilons or any(not (e > 0) for e in epsilons):
         raise ValueError(f"epsilons must be positive (inf for the non-private baseline); got {epsilons}")
+    if not parts or set(parts) - {"gan", "visual"}:
+        raise ValueError(f"parts must be 'gan', 'visual' or both; got {parts}")
+    if parts == ("visual",) and dataset not in ("demo", "hm"):
+        raise ValueError(f"{dataset} has no shopper logs: the preference model needs a store (demo or hm)")
     started = time.perf_counter()
     ds = load_dataset(dataset, data_path, max_images=max_images, show_progress=show_progress)
     _, codes = encode(ds)
@@ -217,7 +224,7 @@ def evaluate_privacy(
         raise ValueError("give --judges or --out (the judges are cached beside the report)")
     feature_net, judge, judge_metrics = judges(ds, codes, judges_dir, epochs=judge_epochs, show_progress=show_progress)
     gan = []
-    for eps in epsilons:
+    for eps in epsilons if "gan" in parts else ():
         row = gan_row(
             ds,
             codes,
@@ -261,7 +268,7 @@ def evaluate_privacy(
         "gan": gan,
         "anchors": ANCHORS,
     }
-    if dataset in ("demo", "hm"):
+    if dataset in ("demo", "hm") and "visual" in parts:
         report["visual"] = visual_rows(
             data_path,
             feature_net,
@@ -290,9 +297,12 @@ def render(report: dict) -> str:
     lines = [
         f"Differential privacy on {report['dataset']}: {report['train_images']} training / {report['test_images']} "
         f"test images, δ = {report['delta']:g}",
-        "  GAN (DP-SGD discriminator, GroupNorm in every row); judged on held-out images",
-        f"  {'ε spent':<24} {'steps':>7} {'class acc':>10} {'real':>7} {'Fréchet':>9} {'floor':>7} {'σ':>7}",
     ]
+    if report["gan"]:
+        lines.append("  GAN (DP-SGD discriminator, GroupNorm in every row); judged on held-out images")
+        lines.append(
+            f"  {'ε spent':<24} {'steps':>7} {'class acc':>10} {'real':>7} {'Fréchet':>9} {'floor':>7} {'σ':>7}"
+        )
     for r in report["gan"]:
         sigma = r["privacy"].get("noise_multiplier")
         lines.append(

@@ -58,3 +58,14 @@ def test_the_privacy_report_measures_every_budget_on_the_demo_store(demo_store, 
     assert all(0 <= r["class_accuracy"] <= 1 and r["frechet_distance"] >= 0 for r in gan)
     assert visual[0]["privacy"]["unit"] == "shopper" and 0 < visual[0]["auc"] < 1
     assert "Anchors" in render_privacy(report)
+
+
+def test_the_privacy_report_refuses_parts_it_cannot_measure(tmp_path):
+    from engine.evaluation.privacy import evaluate_privacy
+
+    with pytest.raises(ValueError, match="no shopper logs"):
+        evaluate_privacy("fashion_mnist", tmp_path, parts=("visual",))
+    with pytest.raises(ValueError, match="parts must be"):
+        evaluate_privacy("demo", tmp_path, parts=("vae",))
+    with pytest.raises(ValueError, match="epsilons must be positive"):
+        evaluate_privacy("demo", tmp_path, epsilons=(0.0,))
