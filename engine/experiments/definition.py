@@ -60,10 +60,8 @@ class Variant:
                 "letter or digit"
             )
         w = self.weight
-        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w <= MAX_WEIGHT:
-            raise ValueError(
-                f"variant {self.name!r}: weight must be a positive number, at most {MAX_WEIGHT:g}; got {w!r}"
-            )
+        if isinstance(w, bool) or not isinstance(w, int | float) or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"variant {self.name!r}: weight must be a positive number; got {w!r}")
         object.__setattr__(self, "weight", float(w))
         if self.strategy not in STRATEGIES:
             raise ValueError(f"variant {self.name!r}: strategy must be one of {STRATEGIES}; got {self.strategy!r}")
@@ -132,8 +130,6 @@ class Experiment:
                 f"experiment {self.name!r}: start ({self.start.isoformat()}) must come before stop "
                 f"({self.stop.isoformat()})"
             )
-        if (self.stop - self.start).total_seconds() > MAX_DAYS * 86_400:
-            raise ValueError(f"experiment {self.name!r} lasts more than {MAX_DAYS} days; split it into shorter ones")
         t = self.traffic
         if isinstance(t, bool) or not isinstance(t, int | float) or not (0 < t <= 1):
             raise ValueError(f"experiment {self.name!r}: traffic must be in (0, 1]; got {t!r}")
@@ -187,6 +183,16 @@ class Experiment:
                 for v in self.variants
             ],
         }
+
+
+def check_limits(experiment: Experiment) -> None:
+    """The limits a new or changed experiment keeps (one stored before them still loads): weights of at most
+    :data:`MAX_WEIGHT` and a run of at most :data:`MAX_DAYS` days. ValueError says which is broken."""
+    heavy = [v.name for v in experiment.variants if v.weight > MAX_WEIGHT]
+    if heavy:
+        raise ValueError(f"experiment {experiment.name!r}: variants {heavy} weigh more than {MAX_WEIGHT:g}")
+    if (experiment.stop - experiment.start).total_seconds() > MAX_DAYS * 86_400:
+        raise ValueError(f"experiment {experiment.name!r} lasts more than {MAX_DAYS} days; split it into shorter ones")
 
 
 _EXPERIMENT_KEYS = frozenset(

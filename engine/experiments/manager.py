@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from engine.experiments.definition import Experiment, experiment_from_dict
+from engine.experiments.definition import Experiment, check_limits, experiment_from_dict
 from engine.experiments.eventstore import EventStore
 
 
@@ -31,6 +31,7 @@ class ExperimentRegistry:
         self.store = store
 
     def create(self, experiment: Experiment) -> Experiment:
+        check_limits(experiment)
         try:
             self.store.save_experiment(experiment.name, experiment.to_dict(), create=True)
         except KeyError as exc:
@@ -42,6 +43,7 @@ class ExperimentRegistry:
     def update(self, experiment: Experiment) -> Experiment:
         """Replace a stored experiment. Once units were exposed, its unit and salt are fixed and its variants
         can be re-weighted or added to but not removed (exposed units keep their variants regardless)."""
+        check_limits(experiment)
         old = self.get(experiment.name)
         exposed = self.store.count_exposures(experiment.name)
         if exposed:

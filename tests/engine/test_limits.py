@@ -184,3 +184,27 @@ def test_a_changed_character_makes_an_id_unknown(position, char):
 def test_malformed_ids_are_unknown(bad):
     with pytest.raises(UnknownImage, match="request a new image set"):
         CODEC.decode(bad)
+
+
+def test_new_experiments_keep_the_limits_and_old_ones_still_load():
+    from engine.experiments import Experiment, ExperimentRegistry, Variant
+    from engine.experiments.eventstore import EventStore
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    long = Experiment(
+        name="long", start=start, stop=start + timedelta(days=400), variants=(Variant(name="a"), Variant(name="b"))
+    )
+    heavy = Experiment(
+        name="heavy",
+        start=start,
+        stop=start + timedelta(days=7),
+        variants=(Variant(name="a", weight=1e7), Variant(name="b")),
+    )
+    with EventStore("sqlite://") as store:
+        registry = ExperimentRegistry(store)
+        with pytest.raises(ValueError, match="lasts more than 366 days"):
+            registry.create(long)
+        with pytest.raises(ValueError, match=r"variants \['a'\] weigh more than 1e\+06"):
+            registry.create(heavy)
+        store.save_experiment("long", long.to_dict(), create=True)  # stored before the limits existed
+        assert registry.get("long").stop == long.stop
