@@ -145,7 +145,7 @@ class RedisLatentStore:
         if not keys:
             return 0
         try:
-            return int(self.client.delete(*(self.prefix + k for k in keys)))  # type: ignore[arg-type]
+            return int(self.client.delete(*(self.prefix + k for k in keys)))
         except redis.RedisError as exc:
             raise LatentStoreUnavailable(f"could not delete latent codes in {self.where}: {exc}") from exc
 

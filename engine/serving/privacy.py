@@ -77,7 +77,10 @@ class SessionOwners:
             return
         key = f"vitrine:owner:{pseudonym}"
         try:
-            self.client.pipeline(transaction=False).sadd(key, session_id).expire(key, self.ttl_seconds).execute()
+            pipe = self.client.pipeline(transaction=False)
+            pipe.sadd(key, session_id)
+            pipe.expire(key, self.ttl_seconds)
+            pipe.execute()
         except redis.RedisError as exc:  # the set is served regardless; the link is best effort, logged
             logger.error("could not link a session to its shopper in Redis: %s", exc)
 
