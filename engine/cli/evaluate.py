@@ -94,6 +94,7 @@ def _cmd_privacy(args: argparse.Namespace) -> int:
             "batch_size",
             "width",
             "max_grad_norm",
+            "d_steps",
             "samples",
             "max_images",
             "judge_epochs",
@@ -244,6 +245,7 @@ def _register_privacy(ev_sub: argparse._SubParsersAction) -> None:
     dp.add_argument("--batch-size", type=int, default=64, help="expected images per GAN step")
     dp.add_argument("--width", type=int, default=32, help="generator and discriminator base width")
     dp.add_argument("--max-grad-norm", type=float, default=1.0, help="clipping bound of one image's gradient")
+    dp.add_argument("--d-steps", type=int, default=1, help="discriminator steps per generator step")
     dp.add_argument("--samples", type=int, default=2000, help="generated and real images per evaluation")
     dp.add_argument("--max-images", type=int, help="subsample the dataset (it keeps its own train/test split)")
     dp.add_argument("--judges", help="judges folder (default: judges-<dataset> beside --out)")

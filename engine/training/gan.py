@@ -48,6 +48,9 @@ class GANTrainConfig(LoopConfig):
     diffaugment: bool | None = None  # None: on for catalogues below SMALL_CATALOGUE training images
     translation: float = 0.125
     cutout: float = 0.5
+    # discriminator updates per generator update; a private GAN needs several, or its noisy discriminator falls
+    # behind the generator (Bie et al., "Private GANs, revisited", 2023)
+    d_steps: int = 1
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # DP-SGD for the discriminator when on
 
     def __post_init__(self) -> None:
@@ -56,6 +59,8 @@ class GANTrainConfig(LoopConfig):
             raise ValueError(f"ema_decay must be in [0, 1); got {self.ema_decay}")
         if self.lr_g <= 0 or self.lr_d <= 0:
             raise ValueError("learning rates must be positive")
+        if self.d_steps < 1:
+            raise ValueError(f"d_steps must be >= 1; got {self.d_steps}")
         if not (0 <= self.translation < 0.5 and 0 <= self.cutout < 1):
             raise ValueError("translation must be in [0, 0.5) and cutout in [0, 1)")
 
@@ -123,20 +128,14 @@ class GANTraining(GeneratorTraining):
         return diff_augment(x, rng, translation=cfg.translation, cutout_ratio=cfg.cutout)
 
     def step(self, done: int, rng: torch.Generator) -> dict[str, float]:
-        g, d, bs, z_dim = self.g, self.d, self.train_config.batch_size, self.model_config.z_dim
-        idx = torch.randint(0, len(self.data.images), (bs,), generator=rng)
-        real = to_float(self.data.images[idx]).to(self.device)
-        y = self.data.conditions[idx].to(self.device)
-        z = torch.randn(bs, z_dim, generator=rng).to(self.device)
-        # Discriminator step.
-        with torch.no_grad():
-            fake = g(z, y)
-        d_real = d(self.augment(real, rng), y)
-        d_fake = d(self.augment(fake, rng), y)
-        loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
+        g, bs, z_dim = self.g, self.train_config.batch_size, self.model_config.z_dim
+        # Discriminator steps; the generator's step below reuses the last one's conditions.
+        sums = dict.fromkeys(("loss_d", "d_real", "d_fake"), 0.0)
+        for _ in range(self.train_config.d_steps):
+            figures, y = self._discriminator_step(rng)
+            sums = {key: sums[key] + figures[key] for key in sums}
+        d_figures = {key: v / self.train_config.d_steps for key, v in sums.items()}
+        d = self.d
         # Generator step, on fresh noise with the same conditions.
         z = torch.randn(bs, z_dim, generator=rng).to(self.device)
         loss_g = -d(self.augment(g(z, y), rng), y).mean()
@@ -146,12 +145,25 @@ class GANTraining(GeneratorTraining):
         # EMA with warm-up, so short runs are not dominated by the random initial weights.
         steps = done + 1
         ema_update(self.g_ema, g, min(self.train_config.ema_decay, (1.0 + steps) / (10.0 + steps)))
-        return {
-            "loss_d": loss_d.item(),
-            "loss_g": loss_g.item(),
-            "d_real": d_real.mean().item(),
-            "d_fake": d_fake.mean().item(),
-        }
+        return {**d_figures, "loss_g": loss_g.item()}
+
+    def _discriminator_step(self, rng: torch.Generator) -> tuple[dict[str, float], torch.Tensor]:
+        """One hinge-loss update of the discriminator on a real batch and a generated one; returns its figures
+        and the batch's conditions."""
+        g, d, bs, z_dim = self.g, self.d, self.train_config.batch_size, self.model_config.z_dim
+        idx = torch.randint(0, len(self.data.images), (bs,), generator=rng)
+        real = to_float(self.data.images[idx]).to(self.device)
+        y = self.data.conditions[idx].to(self.device)
+        z = torch.randn(bs, z_dim, generator=rng).to(self.device)
+        with torch.no_grad():
+            fake = g(z, y)
+        d_real = d(self.augment(real, rng), y)
+        d_fake = d(self.augment(fake, rng), y)
+        loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        return {"loss_d": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}, y
 
 
 class PrivateGANTraining(GANTraining):
@@ -177,7 +189,7 @@ class PrivateGANTraining(GANTraining):
             train_config.privacy,
             n_units=len(data.images),
             batch_size=train_config.batch_size,
-            steps=train_config.steps,
+            steps=train_config.steps * train_config.d_steps,
             unit="catalogue image",
             seed=seed + 1,
         )
@@ -195,6 +207,30 @@ class PrivateGANTraining(GANTraining):
 
     def step(self, done: int, rng: torch.Generator) -> dict[str, float]:
         g, z_dim, bs = self.g, self.model_config.z_dim, self.train_config.batch_size
+        sums = dict.fromkeys(("loss_d", "d_real", "d_fake"), 0.0)
+        for _ in range(self.train_config.d_steps):  # each one a private step, counted by the accountant
+            figures = self._private_discriminator_step(rng)
+            sums = {key: sums[key] + figures[key] for key in sums}
+        d_figures = {key: v / self.train_config.d_steps for key, v in sums.items()}
+        # Generator step: gradients pass through the (private) discriminator without touching its weights.
+        self.private.hooks(False)
+        self.d.requires_grad_(False)
+        try:
+            y_g = self._random_conditions(bs, rng)
+            z = torch.randn(bs, z_dim, generator=rng).to(self.device)
+            loss_g = -self.d(self.augment(g(z, y_g), rng), y_g).mean()
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            self.opt_g.step()
+        finally:
+            self.d.requires_grad_(True)
+            self.private.hooks(True)
+        steps = done + 1
+        ema_update(self.g_ema, g, min(self.train_config.ema_decay, (1.0 + steps) / (10.0 + steps)))
+        return {**d_figures, "loss_g": loss_g.item()}
+
+    def _private_discriminator_step(self, rng: torch.Generator) -> dict[str, float]:
+        g, z_dim = self.g, self.model_config.z_dim
         idx = poisson_sample(len(self.data.images), self.private.sample_rate, rng)
         n = len(idx)
         y_fake = self._random_conditions(n, rng)
@@ -212,22 +248,7 @@ class PrivateGANTraining(GANTraining):
             loss_d.backward()
             figures = {"loss_d": loss_d.item(), "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
         self.private.step(took_step=n > 0)
-        # Generator step: gradients pass through the (private) discriminator without touching its weights.
-        self.private.hooks(False)
-        self.d.requires_grad_(False)
-        try:
-            y_g = self._random_conditions(bs, rng)
-            z = torch.randn(bs, z_dim, generator=rng).to(self.device)
-            loss_g = -self.d(self.augment(g(z, y_g), rng), y_g).mean()
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-        finally:
-            self.d.requires_grad_(True)
-            self.private.hooks(True)
-        steps = done + 1
-        ema_update(self.g_ema, g, min(self.train_config.ema_decay, (1.0 + steps) / (10.0 + steps)))
-        return {**figures, "loss_g": loss_g.item()}
+        return figures
 
 
 def train_gan(

@@ -270,9 +270,18 @@ def _from_schema_1(state: dict, training: GeneratorTraining) -> dict:
     }
 
 
+def _added_settings() -> dict[str, Any]:
+    """Settings added to a trainer's config after runs were first saved, each with the value every run saved
+    before it had: such a run resumes as it was trained, without privacy and with one discriminator step."""
+    from engine.training.privacy import PrivacyConfig
+
+    return {"privacy": config_to_dict(PrivacyConfig()), "d_steps": 1}
+
+
 def changed_settings(saved: dict, config: LoopConfig) -> list[str]:
     """The settings of ``config`` that differ from ``saved`` (a config as a dict) and a resumed run may not
-    change, each as "train_config.NAME (old → new)"."""
+    change, each as "train_config.NAME (old → new)". A setting ``saved`` predates counts as its old value."""
+    saved = {**_added_settings(), **saved}
     return [
         f"train_config.{key} ({saved.get(key)!r} → {value!r})"
         for key, value in config_to_dict(config).items()

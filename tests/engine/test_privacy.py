@@ -181,6 +181,41 @@ def test_a_private_run_resumes_exactly_with_its_accountant(tmp_path, monkeypatch
     assert resumed.privacy["epsilon"] == pytest.approx(full.privacy["epsilon"]) and resumed.privacy["steps"] == 4
 
 
+def test_several_discriminator_steps_per_generator_step_are_each_accounted_for():
+    images, labels = colour_dataset(64)
+    loop = GANTrainConfig(steps=3, batch_size=8, d_steps=4, privacy=PrivacyConfig(target_epsilon=4.0))
+    record = train_gan(images, labels, gan_config(), loop, seed=0, show_progress=False).privacy
+    assert record["steps"] == record["planned_steps"] == 12 and record["epsilon"] <= 4.0 + 1e-9
+    plain = train_gan(
+        images, labels, gan_config(), dataclasses.replace(loop, privacy=PrivacyConfig()), show_progress=False
+    )
+    assert plain.steps == 3 and all(math.isfinite(h["loss_d"]) for h in plain.history)
+    with pytest.raises(ValueError, match="d_steps"):
+        GANTrainConfig(d_steps=0)
+
+
+def test_a_run_saved_before_privacy_existed_resumes_as_it_was_trained(tmp_path):
+    images, labels = colour_dataset(32)
+    loop = GANTrainConfig(steps=2, batch_size=8)
+    train_gan(images, labels, gan_config(), loop, seed=0, checkpoint_dir=tmp_path, show_progress=False)
+    path = tmp_path / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    for key in ("privacy", "d_steps"):
+        del state["train_config"][key]
+    del state["extra"]
+    torch.save(state, path)
+    longer = dataclasses.replace(loop, steps=3)
+    resumed = train_gan(
+        images, labels, gan_config(), longer, seed=0, checkpoint_dir=tmp_path, resume=True, show_progress=False
+    )
+    assert resumed.steps == 3
+    private = dataclasses.replace(longer, privacy=PrivacyConfig(target_epsilon=4.0))
+    with pytest.raises(ValueError, match=r"train_config\.privacy"):  # but not as a private run
+        train_gan(
+            images, labels, gan_config(), private, seed=0, checkpoint_dir=tmp_path, resume=True, show_progress=False
+        )
+
+
 # ---------------------------------------------------------------------------------------------- the preference model
 
 
