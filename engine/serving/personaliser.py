@@ -41,8 +41,8 @@ from engine.artifacts.registry import BundleRefused
 from engine.serving.cache import LruCache
 from engine.serving.catalogue import Catalogue
 from engine.serving.conditions import ConditionModel, ShopperVectors
-from engine.serving.enhance import Enhancer
 from engine.serving.config import PersonaliserConfig
+from engine.serving.enhance import Enhancer
 from engine.serving.grounding import Grounder
 from engine.serving.image_ids import ImageIdCodec, stable_seed
 from engine.serving.latents import (
@@ -423,9 +423,8 @@ class Personaliser:
         return result
 
     def render_png(self, image_id: str, size: int | None = None) -> bytes:
-        """The PNG of an image id at ``size`` px (default native; ``enhancer.sizes``): from the cache, or
-        regenerated from the id (and its stored latent code) and upscaled by the bundle's super-resolution.
-        SizeUnavailable for a size this bundle does not serve."""
+        """The PNG of an image id at ``size`` px (``enhancer.sizes``; SizeUnavailable for others): from the cache, or
+        regenerated from the id (and its stored latent code), upscaled by the bundle's super-resolution."""
         factor = self.enhancer.factor(size)
         key = image_id if factor == 1 else (image_id, factor)
         cached = self._pngs.get(key)
