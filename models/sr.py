@@ -120,7 +120,7 @@ class SRNet(nn.Module):
         """Rebuild the net from its saved config and weights, in eval mode, its weights channels-last (oneDNN's
         convolutions skip a layout change per layer then: about 30 % faster on one CPU thread)."""
         net = load_state(cls(read_config(SRConfig, directory)), directory, "net", device=device)
-        return net.to(device).to(memory_format=torch.channels_last).eval()
+        return net.to(device).to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
 
 
 @torch.inference_mode()
