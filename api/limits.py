@@ -20,8 +20,12 @@ from engine.serving.limits import Overloaded, open_rate_limiter
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 0}}
-#: Operations that generate images, and so pass the admission gate (503 with Retry-After when it is full).
-GENERATING = {("get", "/v1/users/{user_id}/image-set"), ("get", "/v1/images/{image_id}.png")}
+#: Operations that generate (or restore) images, and so pass the admission gate (503 with Retry-After when it is full).
+GENERATING = {
+    ("get", "/v1/users/{user_id}/image-set"),
+    ("get", "/v1/images/{image_id}.png"),
+    ("post", "/v1/enhance"),  # the restoration net runs under the same gate
+}
 
 
 def install_limits(app: FastAPI, settings: Settings) -> None:
