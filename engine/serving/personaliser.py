@@ -40,6 +40,7 @@ from engine.artifacts.bundle import Bundle
 from engine.artifacts.registry import BundleRefused
 from engine.serving.cache import LruCache
 from engine.serving.catalogue import Catalogue
+from engine.serving.choosing import choose_and_optimise, reason
 from engine.serving.conditions import ConditionModel, ShopperVectors
 from engine.serving.config import PersonaliserConfig
 from engine.serving.enhance import Enhancer
@@ -53,23 +54,16 @@ from engine.serving.latents import (
     latent_from_bytes,
 )
 from engine.serving.limits import AdmissionGate
-from engine.serving.preference import (
-    ImageGenerator,
-    PreferenceOptimiser,
-    min_pairwise_distance,
-    mmr_relevance,
-    select_diverse,
-)
+from engine.serving.preference import ImageGenerator, PreferenceOptimiser, min_pairwise_distance
 from engine.serving.products import NewProducts, ProductImages
 from engine.serving.ranker import Ranking, ShopperRanker
 from engine.serving.sessions import SessionEvent
 from engine.serving.tagging import Tagger
-from engine.serving.types import Explanation, GeneratedImage, ImageSet, NearestItem, UnknownImage
+from engine.serving.types import Explanation, GeneratedImage, ImageSet, UnknownImage
 from models.pixels import to_png, to_uint8
 
 logger = logging.getLogger(__name__)
 #: Images G(z, c), their raw classifier features and those features at unit length (``ImageGenerator.render``).
-Rendered = tuple[torch.Tensor, torch.Tensor, np.ndarray]
 
 
 def _nameable(bundle: Bundle) -> tuple[int, ...] | None:
@@ -139,12 +133,6 @@ class Personaliser:
     @property
     def version(self) -> str:
         return self.bundle.version
-
-    @property
-    def trained_at(self) -> float | None:
-        """When the bundle's shopper data was read (epoch seconds), or None when its manifest does not say."""
-        read_at = (self.bundle.manifest.get("data") or {}).get("read_at")
-        return float(read_at) if read_at is not None else None
 
     def knows(self, user_id: str) -> bool:
         """Whether the bundle holds this shopper (their embedding, or the ranker's history)."""
@@ -262,7 +250,9 @@ class Personaliser:
         with self.gate.admit():  # the costly part: Overloaded when too many run and wait already
             if use_opt:
                 assert vector is not None
-                pick, z, pref0, rendered = self._choose_and_optimise(vector, codes, z, p[chosen], n)
+                pick, z, pref0, rendered = choose_and_optimise(
+                    self.generator, self.preference, cfg, vector, codes, z, p[chosen], n
+                )
             else:
                 pick = np.arange(n)
             images, raw, unit = rendered or self.generator.render(z, codes[pick])
@@ -303,7 +293,18 @@ class Personaliser:
                 preference_score_unoptimised=score0 if use_opt else score,
                 realism=None if real is None else float(real[slot]),
                 optimised=use_opt,
-                reason=self._reason(strategy, condition, prob, support_c, nearest[slot], score, score0),
+                reason=reason(
+                    self.bundle.attributes,
+                    strategy,
+                    condition,
+                    prob,
+                    support=support_c,
+                    top_items=cfg.top_items,
+                    basis=self.grounding.basis,
+                    nearest=nearest[slot],
+                    pref=score,
+                    pref0=score0,
+                ),
             )
             out.append(
                 GeneratedImage(
@@ -332,63 +333,6 @@ class Personaliser:
             self.latents.put_many(latents)
         except LatentStoreUnavailable as exc:
             logger.error("image set served without storing its latent codes: %s", exc)
-
-    def _choose_and_optimise(
-        self,
-        vector: np.ndarray,  # (d,)
-        codes: np.ndarray,  # (m, n_attributes) the pool's conditions
-        z0: torch.Tensor,  # (m, z_dim) their seeded noise
-        condition_p: np.ndarray,  # (m,) p(condition | shopper) of each candidate
-        n: int,
-    ) -> tuple[np.ndarray, torch.Tensor, np.ndarray, Rendered | None]:
-        """(the n chosen pool rows, their optimised latent codes, their preference before optimisation, and
-        their renders when already made).
-
-        ``optimise_pool``: optimise every candidate, then choose; otherwise choose on the seeded candidates,
-        then optimise only the chosen ones (half the cost)."""
-        cfg = self.config
-        gen, pref = self.generator, self.preference
-        if cfg.optimise_pool:
-            z = pref.optimise(vector, codes, z0)
-            images, raw, unit = gen.render(z, codes)
-            relevance = mmr_relevance(pref.scores(vector, raw, codes), condition_p, cfg.condition_weight)
-            pick, _ = select_diverse(relevance, unit, n, mmr_lambda=cfg.mmr_lambda, min_distance=cfg.min_distance)
-            _, raw0, _ = gen.render(z0[pick], codes[pick])
-            return pick, z[pick], pref.scores(vector, raw0, codes[pick]), (images[pick], raw[pick], unit[pick])
-        _, raw0, unit0 = gen.render(z0, codes)
-        pref0_all = pref.scores(vector, raw0, codes)
-        relevance = mmr_relevance(pref0_all, condition_p, cfg.condition_weight)
-        pick, _ = select_diverse(relevance, unit0, n, mmr_lambda=cfg.mmr_lambda, min_distance=cfg.min_distance)
-        return pick, pref.optimise(vector, codes[pick], z0[pick]), pref0_all[pick], None
-
-    def _reason(
-        self,
-        strategy: str,
-        condition: dict[str, str],
-        p: float,
-        support: int,
-        nearest: list[NearestItem],
-        pref: float | None,
-        pref0: float | None,
-    ) -> str:
-        look = " ".join(condition[a] for a in reversed(self.bundle.attributes) if a in condition)
-        if strategy == "cold_start":
-            why = f"A {look}: one of the catalogue's popular styles ({p:.0%} of popularity among the styles shown)."
-        else:
-            source = "your history and this session" if strategy == "session" else "your history"
-            why = (
-                f"A {look}: {support} of the {self.config.top_items} items that {source} suggests for you "
-                f"are {look} (weight {p:.0%})."
-            )
-        if pref is not None and pref0 is not None:
-            why += f" Its look was tuned to your visual taste (preference score {pref0:.2f} → {pref:.2f})."
-        if nearest:
-            why += (
-                f" Real items {self.grounding.basis}, the ones you would like most: "
-                + ", ".join(it.item_id for it in nearest)
-                + "."
-            )
-        return why
 
     def image_inputs(self, image_id: str) -> tuple[np.ndarray, int, np.ndarray | None]:
         """(condition codes (n_attributes,), noise seed, optimised latent code (z_dim,) or None) of an image id:

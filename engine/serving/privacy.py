@@ -48,9 +48,11 @@ class Identities:
         candidates = self.pseudonyms.candidates(user_id)
         return next((c for c in candidates if knows(c)), candidates[0])
 
-    def lookup_id(self, pseudonym: str, trained_at: float | None) -> str:
+    def lookup_id(self, pseudonym: str, manifest: dict[str, Any] | None) -> str:
         """The id the bundle is asked about: the pseudonym, or one no bundle knows when the shopper was erased
-        after the bundle's data was read (``trained_at``; None: unknown, so any erasure masks)."""
+        after the bundle's data was read (its ``manifest``'s ``data.read_at``; unknown: any erasure masks)."""
+        read_at = ((manifest or {}).get("data") or {}).get("read_at")
+        trained_at = float(read_at) if read_at is not None else None
         when = self.register.erased_at(pseudonym)
         if when is not None and (trained_at is None or when >= trained_at):
             return MASKED_PREFIX + pseudonym

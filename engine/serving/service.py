@@ -203,7 +203,7 @@ class Service:
         if session_id:
             self.owners.link(pseudonym, session_id)
         p = self._personaliser
-        return self.identities.lookup_id(pseudonym, p.trained_at if p is not None else None)
+        return self.identities.lookup_id(pseudonym, p.bundle.manifest if p is not None else None)
 
     def follow_erasures(self) -> None:
         """Drop what this process cached for shoppers erased elsewhere (``vitrine privacy forget``, another
