@@ -33,14 +33,14 @@ from engine.experiments.eventstore import EventStore
 from engine.serving.privacy import shoppers_known_to
 from features.ids import MAX_ID_LENGTH
 from features.pseudonyms import load_or_create_keyring
+from tests.api.experiment_fixture import running_window
 
 CHROMIUM = os.environ.get("VITRINE_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "demo-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 EXPERIMENT = {
     "name": "storefront-demo",
-    "start": "2024-01-01T00:00:00Z",
-    "stop": "2099-01-01T00:00:00Z",
+    **running_window(),
     "variants": [{"name": "control", "strategy": "popular"}, {"name": "treatment", "strategy": "personalised"}],
 }
 

@@ -15,12 +15,12 @@ from api.settings import Settings
 from engine.experiments.eventstore import EventStore
 from engine.serving.privacy_ops import audit_shopper, forget_shopper, retain
 from features.pseudonyms import load_or_create_keyring, rotate_keyring
+from tests.api.experiment_fixture import running_window
 
 ADMIN = {"Authorization": "Bearer erasure-admin"}
 EXPERIMENT = {
     "name": "erasure-test",
-    "start": "2024-01-01T00:00:00Z",
-    "stop": "2099-01-01T00:00:00Z",
+    **running_window(),
     "variants": [{"name": "a", "strategy": "personalised"}, {"name": "b", "strategy": "personalised"}],
 }
 

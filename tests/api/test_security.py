@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from features.pseudonyms import load_or_create_keyring
+from tests.api.experiment_fixture import running_window
 
 SERVICE = "service-key-for-tests-0123456789"
 ADMIN_TOKEN = "admin-token-for-tests"
@@ -21,8 +22,7 @@ AS_ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 EXPERIMENT = {
     "name": "security-test",
     "salt": "a-secret-salt",
-    "start": "2024-01-01T00:00:00Z",
-    "stop": "2099-01-01T00:00:00Z",
+    **running_window(),
     "variants": [{"name": "control", "strategy": "popular"}, {"name": "treatment", "strategy": "personalised"}],
 }
 

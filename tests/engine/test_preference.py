@@ -1,5 +1,6 @@
 """Preference maximisation, set construction, grounding filters and the set cache, on the tiny bundle."""
 
+import json
 import shutil
 from datetime import UTC, datetime
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from engine.artifacts.bundle import load_bundle
+from engine.artifacts.registry import CHECKSUMS
 from engine.serving.config import PersonaliserConfig
 from engine.serving.latents import MemoryLatentStore
 from engine.serving.personaliser import Personaliser
@@ -121,6 +123,9 @@ def test_a_bundle_without_a_visual_encoder_still_loads_and_serves(trained_artifa
     old = tmp_path / version
     shutil.copytree(root / version, old)
     shutil.rmtree(old / "visual")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest.pop(CHECKSUMS)  # bundles from before the visual encoder carried no checksums either
+    (old / "manifest.json").write_text(json.dumps(manifest))
     p = Personaliser(load_bundle(old), PersonaliserConfig())
     assert p.preference.visual is None and not p.preference.available
     result = p.image_set(str(p.bundle.embeddings.user_ids[0]), 3)
