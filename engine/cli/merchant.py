@@ -174,7 +174,7 @@ def register(sub: argparse._SubParsersAction, evaluate_sub: argparse._SubParsers
     c.add_argument("--min-items", type=int, default=4, help="photos a combination needs to be drawn")
     c.add_argument("--steps", type=int, default=400, help="GAN steps")
     c.add_argument("--seconds", type=float, default=240.0, help="stop the GAN after this long")
-    c.add_argument("--judge-epochs", type=int, default=4)
+    c.add_argument("--judge-epochs", type=int, default=6)
     c.add_argument("--samples", type=int, default=32, help="images judged per combination")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu", help="cpu or cuda[:n]")

@@ -13,7 +13,8 @@ This measures how well that works (``vitrine evaluate compositional``):
 4. A judge (:class:`models.classifier.AttributeClassifier`) trains on the training split of *all* real photos,
    held-out combinations included, so it knows what they look like; its accuracy on the test split's real photos
    of the same combinations is the real floor.
-5. ``samples`` images of each held-out combination, and of K seen combinations drawn the same way, are judged:
+5. ``samples`` images of each held-out combination, and of a seen combination matched to each (it differs in one
+   attribute: :func:`choose_seen`), are judged:
    the share showing each requested value and every one of them, beside chance (1 / values; their product for
    all) and the majority baseline (a generator that always draws the training photos' most frequent values).
 """
@@ -75,13 +76,26 @@ def holdout_mask(codes: np.ndarray, held: np.ndarray) -> np.ndarray:
     return (codes[:, None, :] == held[None, :, :]).all(axis=2).any(axis=1)
 
 
-def choose_seen(codes: np.ndarray, held: np.ndarray, k: int, *, seed: int = 0, min_items: int = 4) -> np.ndarray:
-    """Up to k combinations left in training with at least ``min_items`` rows, drawn at random: the comparison."""
-    left = np.asarray(codes)[~holdout_mask(codes, held)]
+def choose_seen(codes: np.ndarray, held: np.ndarray, *, seed: int = 0, min_items: int = 4) -> np.ndarray:
+    """The comparison: for each held-out combination, a combination left in training (with at least ``min_items``
+    rows) that differs from it in one attribute only, drawn at random, each used once; where none is left, any
+    combination left in training. Matched so, the two groups ask for the same values, seen apart or together."""
+    codes, held = np.atleast_2d(codes), np.atleast_2d(held)
+    left = codes[~holdout_mask(codes, held)]
     combos, counts = np.unique(left, axis=0, return_counts=True)
     candidates = combos[counts >= min_items]
-    pick = np.random.default_rng(seed + 1).permutation(len(candidates))[:k]
-    return candidates[np.sort(pick)]
+    rng = np.random.default_rng(seed + 1)
+    taken = np.zeros(len(candidates), dtype=bool)
+    out = []
+    for combo in held:
+        near = np.flatnonzero(((candidates != combo).sum(axis=1) == 1) & ~taken)
+        pool = near if len(near) else np.flatnonzero(~taken)
+        if not len(pool):
+            break
+        pick = int(rng.choice(pool))
+        taken[pick] = True
+        out.append(candidates[pick])
+    return np.stack(out) if out else np.empty((0, codes.shape[1]), dtype=np.int64)
 
 
 def _judged(predicted: np.ndarray, requested: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -104,7 +118,7 @@ def evaluate_compositional(
     min_items: int = 4,
     steps: int = 400,
     seconds: float | None = 240.0,
-    judge_epochs: int = 4,
+    judge_epochs: int = 6,
     samples: int = 32,
     seed: int = 0,
     device: str = "cpu",
@@ -120,7 +134,7 @@ def evaluate_compositional(
     codes = encoder.transform(ds.labels)
     cards = encoder.cardinalities
     held = choose_holdout(codes, holdout, seed=seed, min_items=min_items)
-    seen = choose_seen(codes, held, holdout, seed=seed, min_items=min_items)
+    seen = choose_seen(codes, held, seed=seed, min_items=min_items)
     out_of_training = holdout_mask(codes, held)
     train_rows = ~out_of_training
     logger.info(
@@ -225,7 +239,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         f"{'':<34}" + "".join(f"{a:>9}" for a in attrs),
     ]
-    for group, label in (("held_out", "held-out combinations"), ("seen", "seen combinations")):
+    for group, label in (("held_out", "held-out combinations"), ("seen", "matched seen ones")):
         g = report[group]
         lines.append(f"{label + ': generated':<34}" + "".join(f"{g['generated'][a]:>9.3f}" for a in attrs))
         if g["real_floor"] is not None:

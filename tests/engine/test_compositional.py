@@ -50,10 +50,11 @@ def test_rare_combinations_are_not_drawn_and_an_impossible_holdout_says_so():
         choose_holdout(grid(2, 2, 1), 3)
 
 
-def test_seen_comparison_combinations_are_all_in_training():
+def test_each_seen_comparison_is_in_training_and_one_value_away_from_its_held_out_partner():
     codes = grid(4, 5, 3)
     held = choose_holdout(codes, 6, seed=0)
-    seen = choose_seen(codes, held, 6, seed=0)
-    assert len(seen) == 6
+    seen = choose_seen(codes, held, seed=0)
+    assert len(seen) == 6 and len(np.unique(seen, axis=0)) == 6
     assert not holdout_mask(seen, held).any()
+    assert ((seen != held).sum(axis=1) == 1).all()
     assert holdout_mask(codes, seen).sum() == 6 * 5
