@@ -189,6 +189,7 @@ async def _image_bytes(request: Request) -> bytes:
         **ERRORS,
         400: {"model": ErrorOut, "description": "the image is empty"},
         415: {"model": ErrorOut, "description": "the body is neither a PNG or JPEG nor a multipart form"},
+        503: {"model": ErrorOut, "description": "no bundle is serving yet"},
     },
     openapi_extra=_IMAGE_BODY,
     summary="A product photo's class, colour and pattern (each attribute of the catalogue), the top_k values with "
