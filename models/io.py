@@ -28,7 +28,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
     """Build a frozen config dataclass from a dict, refusing unknown keys (a typo must fail loudly).
 
-    Lists are turned back into tuples where the field is declared as a tuple, since JSON has no tuples.
+    Lists are turned back into tuples where the field is declared as a tuple, since JSON has no tuples, and a
+    field declared as a config dataclass (a training config's ``privacy``) is built from its dict the same way.
     """
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(fields))
@@ -40,6 +41,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, source: str = "confi
         origin = typing.get_origin(hints.get(key))
         if isinstance(value, list) and (origin is tuple or hints.get(key) is tuple):
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        elif isinstance(value, dict) and dataclasses.is_dataclass(hints.get(key)):
+            value = config_from_dict(hints[key], value, source=f"{source}.{key}")
         kwargs[key] = value
     return cls(**kwargs)
 

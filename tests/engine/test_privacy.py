@@ -47,6 +47,17 @@ def test_privacy_is_off_by_default_and_loaded_strictly():
         load_train_config("tiny", overrides={"gan_training": {"privacy": {"target_epsilon": 4}}})
 
 
+def test_a_saved_training_config_reads_back_with_its_privacy_settings():
+    from models.io import config_from_dict, config_to_dict
+
+    config = GANTrainConfig(steps=7, d_steps=2, privacy=PrivacyConfig(target_epsilon=2.0, max_grad_norm=0.5))
+    assert config_from_dict(GANTrainConfig, config_to_dict(config)) == config
+    saved = config_to_dict(config)
+    saved["privacy"]["epsilom"] = 1.0
+    with pytest.raises(ValueError, match=r"privacy: unknown keys \['epsilom'\]"):
+        config_from_dict(GANTrainConfig, saved, source="run.json")
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
