@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.settings import Settings
 from engine.experiments.eventstore import EventStore, exposures_t
+from features.pseudonyms import load_or_create_keyring
 from tests.api.experiment_fixture import ADMIN, EXPERIMENT, TOKEN
 
 DURING = "2024-05-03T12:00:00Z"
@@ -74,8 +75,10 @@ def test_each_variant_serves_its_set_and_records_the_exposure(client, trained_ar
     with EventStore(db_url) as store, store._read() as conn:
         rows = conn.execute(sa.select(exposures_t).where(exposures_t.c.experiment == "pvp")).mappings().all()
     assert len(rows) == len(users)
+    pseudonyms = load_or_create_keyring(trained_artifacts[0])
+    by_pseudonym = {pseudonyms(u): b for u, b in bodies.items()}  # exposures hold pseudonyms, never the ids
     for row in rows:
-        body = bodies[row["user_id"]]
+        body = by_pseudonym[row["user_id"]]
         assert row["variant"] == body["variant"]
         assert row["bundle_version"] == body["bundle_version"] == trained_artifacts[1]
         assert json.loads(row["image_ids"]) == [img["image_id"] for img in body["images"]]

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from engine.artifacts.registry import ArtifactRegistry
 from engine.experiments.database import without_credentials
 from engine.experiments.eventstore import Event, EventStore, read_event_log
 from engine.training.data import read_training_data
+from features.pseudonyms import load_or_create_keyring
 from features.readers import read_store, service_events
 from features.readers.service import BAD_TS
 from models.embeddings import EmbeddingModel
@@ -143,7 +145,7 @@ def test_tiny_train_with_events_knows_a_shopper_only_the_service_saw(service_sto
     config = load_train_config("tiny", overrides={"seed": 1, "visual": {"enabled": False}})
     version = train_bundle(demo_store, root, config, show_progress=False, events=[url])
     embeddings = EmbeddingModel.load(root / version / "embeddings")
-    assert NEW_SHOPPER in set(embeddings.user_ids)
+    assert load_or_create_keyring(root)(NEW_SHOPPER) in set(embeddings.user_ids)  # known by its pseudonym
     record = json.loads((root / version / "manifest.json").read_text())["data"]["service_events"]
     assert record["sources"] == [url] and record["events_loaded"] == 11 and record["image_clicks_not_used"] == 2
 
@@ -158,9 +160,10 @@ def test_cli_retrains_embeddings_from_service_events(service_store, trained_arti
     data = json.loads((root / version / "manifest.json").read_text())["data"]["path"]
     argv = ["train", "embeddings", "--data", data, "--artifacts", str(artifacts), "--events", url, "--no-progress"]
     assert main(argv) == 0
-    new = sorted(p.name for p in artifacts.iterdir() if p.is_dir() and p.name != version and not p.name.startswith("."))
+    new = [info.version for info in ArtifactRegistry(artifacts).versions() if info.version != version]
     assert len(new) == 1
-    assert NEW_SHOPPER in set(EmbeddingModel.load(artifacts / new[0] / "embeddings").user_ids)
+    known = set(EmbeddingModel.load(artifacts / new[0] / "embeddings").user_ids)
+    assert load_or_create_keyring(artifacts)(NEW_SHOPPER) in known
     manifest = json.loads((artifacts / new[0] / "manifest.json").read_text())
     assert manifest["data"]["service_events"]["sources"] == [url]
 
