@@ -26,7 +26,7 @@ from engine.artifacts.erasures import ErasureRegister
 from engine.experiments.eventstore import EventStore
 from engine.serving import redis_client
 from engine.serving.cache import LruCache
-from engine.serving.sessions import SessionStore
+from engine.serving.sessions import SessionStore, SessionStoreUnavailable
 from features.pseudonyms import Pseudonymiser, load_or_create_keyring
 
 logger = logging.getLogger(__name__)
@@ -97,6 +97,18 @@ class SessionOwners:
             self._local.discard(pseudonym)
         else:
             self.client.delete(f"vitrine:owner:{pseudonym}")
+
+
+def drop_sessions(pseudonyms: Iterable[str], *, sessions: SessionStore, owners: SessionOwners) -> int:
+    """Delete the sessions these shoppers were linked to in ``owners``, and the links; how many were held."""
+    dropped = 0
+    for p in pseudonyms:
+        try:
+            dropped += sum(sessions.delete(s) for s in sorted(owners.sessions(p)))
+            owners.drop(p)
+        except (SessionStoreUnavailable, redis.RedisError) as exc:  # the register masks them meanwhile
+            logger.error("could not drop an erased shopper's sessions: %s", exc)
+    return dropped
 
 
 @dataclass

@@ -40,7 +40,7 @@ from engine.serving.image_ids import load_or_create_key
 from engine.serving.latents import LatentStore, MemoryLatentStore
 from engine.serving.limits import AdmissionGate
 from engine.serving.personaliser import Personaliser
-from engine.serving.privacy import MASKED_PREFIX, Erasure, Identities, SessionOwners, forget
+from engine.serving.privacy import MASKED_PREFIX, Erasure, Identities, SessionOwners, drop_sessions, forget
 from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
 from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
 from features.pseudonyms import Pseudonymiser
@@ -206,10 +206,12 @@ class Service:
         return self.identities.lookup_id(pseudonym, p.bundle.manifest if p is not None else None)
 
     def follow_erasures(self) -> None:
-        """Drop what this process cached for shoppers erased elsewhere (``vitrine privacy forget``, another
-        worker): the register already masks them; this frees their sets, images and latent codes too."""
+        """Drop what this process holds of shoppers erased elsewhere (``vitrine privacy forget``, another
+        worker): the register already masks them; this frees their sessions, sets, images and latent codes."""
         erased = self.identities.register.erased()
         new = [p for p in erased if p not in self._erased_seen]
+        if new:
+            drop_sessions(new, sessions=self.sessions, owners=self.owners)
         if new and self._personaliser is not None:
             self._personaliser.forget_cached([*new, *(MASKED_PREFIX + p for p in new)])
         self._erased_seen = set(erased)

@@ -106,9 +106,16 @@ def test_vitrine_privacy_forget_reaches_a_running_server(root, db_url, shopper_i
         stranger = _recommended(client, "someone-never-seen")
         known = _recommended(client, user)
         assert known != stranger
+        shown = client.get(f"/v1/users/{user}/image-set", params={"n": 2, "session_id": "sess-cli"})
+        item = shown.json()["images"][0]["nearest_items"][0]["item_id"]
+        client.post("/v1/sessions/sess-cli/events", json={"events": [{"item_id": item, "event_type": "view"}]})
+        service = client.app.state.service
+        assert service.sessions.get("sess-cli")
         result = forget_shopper(user, artifacts=root, database_url=db_url)  # another process, the CLI
         assert result.pseudonyms == 1
         assert _recommended(client, user) == stranger  # the register masks them at the next request
+        service.follow_erasures()  # what every worker does with the bundle pointer, every 5 s
+        assert service.sessions.get("sess-cli") == []  # this process's own session of theirs is gone too
 
 
 def test_after_a_key_rotation_known_shoppers_are_still_recognised_and_erased_under_both(root, db_url, shopper_ids):
