@@ -98,7 +98,7 @@ def image_set(
                 item_id=img.item_id,
                 condition=img.condition,
                 score=img.score,
-                nearest_items=_nearest_out(base, img.nearest),
+                nearest_items=nearest_out(base, img.nearest),
             )
             for img in result.images
         ]
@@ -110,7 +110,7 @@ def image_set(
                 slot=img.slot,
                 condition=img.condition,
                 score=img.score,
-                nearest_items=_nearest_out(base, img.nearest),
+                nearest_items=nearest_out(base, img.nearest),
                 explanation=_explanation_out(img),
             )
             for img in result.images
@@ -151,7 +151,8 @@ def _explanation_out(img: GeneratedImage) -> ExplanationOut | None:
     )
 
 
-def _nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
+def nearest_out(base: str, nearest: list[NearestItem]) -> list[NearestItemOut]:
+    """Catalogue items as the API shows them, with their URLs under ``base``."""
     return [
         NearestItemOut(
             item_id=it.item_id,

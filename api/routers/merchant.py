@@ -12,12 +12,12 @@ from starlette.datastructures import UploadFile
 
 from api.auth import trusted_caller
 from api.deps import get_service
+from api.routers.images import nearest_out
 from api.schemas import ErrorOut, NearestItemOut
 from api.settings import Settings, get_settings
 from engine.serving.products import UnknownAttributes
 from engine.serving.service import Service
 from engine.serving.tagging import IMAGE_TYPES, BadImage
-from engine.serving.types import NearestItem
 from features.ids import MAX_ID_LENGTH
 
 # a service key or the admin token: these are the merchant's tools, not the shopper's
@@ -61,20 +61,6 @@ class GuessOut(BaseModel):
 class TagsOut(BaseModel):
     bundle_version: str
     attributes: dict[str, list[GuessOut]] = Field(description="per attribute, the top_k values, most probable first")
-
-
-def _nearest(base: str, items: list[NearestItem]) -> list[NearestItemOut]:
-    return [
-        NearestItemOut(
-            item_id=it.item_id,
-            similarity=it.similarity,
-            attributes=it.attributes,
-            price=it.price,
-            url=f"{base}/v1/items/{it.item_id}",
-            image_url=f"{base}/v1/items/{it.item_id}/image.png",
-        )
-        for it in items
-    ]
 
 
 AttributeValue = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -136,7 +122,7 @@ def generate(
                 url=f"{base}/v1/images/{img.image_id}.png",
                 slot=img.slot,
                 judged=img.judged,
-                nearest_items=_nearest(base, img.nearest),
+                nearest_items=nearest_out(base, img.nearest),
             )
             for img in result.images
         ],
