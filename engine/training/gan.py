@@ -16,12 +16,14 @@ import copy
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine.training.augment import diff_augment
+from engine.training.distributed import SINGLE_PROCESS, Ranks
 from engine.training.privacy import PrivacyConfig, PrivateStep, not_private, poisson_sample
 from engine.training.scaffold import GeneratorTraining, LoopConfig, LoopResult, TrainingImages, run_training
 from models.gan import Discriminator, GANConfig, Generator
@@ -99,6 +101,9 @@ class GANTraining(GeneratorTraining):
     shown = (("loss_d", ".3f"), ("loss_g", ".3f"))
     # A GAN history ends at its last full record when the time budget stops it, as it always has.
     records_stopped_tail = False
+    # Distributed runs (engine.training.distributed): a step draws the global batch, keeps this process's rows
+    # (``self.ranks.rows``) and trains both networks through their DDP replicas.
+    distributable: ClassVar[tuple[str, ...]] = ("generator", "discriminator")
     model_config: GANConfig
     train_config: GANTrainConfig
 
@@ -125,7 +130,10 @@ class GANTraining(GeneratorTraining):
         if not self.diffaugment:
             return x
         cfg = self.train_config
-        return diff_augment(x, rng, translation=cfg.translation, cutout_ratio=cfg.cutout)
+        # Distributed, x is this process's rows of the global batch, and the whole batch's offsets are drawn.
+        distributed = self.ranks.distributed
+        batch, rows = (cfg.batch_size, self.ranks.rows(cfg.batch_size)) if distributed else (None, slice(None))
+        return diff_augment(x, rng, translation=cfg.translation, cutout_ratio=cfg.cutout, batch_size=batch, rows=rows)
 
     def step(self, done: int, rng: torch.Generator) -> dict[str, float]:
         g, bs, z_dim = self.g, self.train_config.batch_size, self.model_config.z_dim
@@ -137,8 +145,9 @@ class GANTraining(GeneratorTraining):
         d_figures = {key: v / self.train_config.d_steps for key, v in sums.items()}
         d = self.d
         # Generator step, on fresh noise with the same conditions.
-        z = torch.randn(bs, z_dim, generator=rng).to(self.device)
-        loss_g = -d(self.augment(g(z, y), rng), y).mean()
+        z = torch.randn(bs, z_dim, generator=rng)[self.ranks.rows(bs)].to(self.device)
+        # Only the generator's replica: the discriminator's gradients from this step are never used.
+        loss_g = -d(self.augment(self.replica("generator")(z, y), rng), y).mean()
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -150,12 +159,13 @@ class GANTraining(GeneratorTraining):
     def _discriminator_step(self, rng: torch.Generator) -> tuple[dict[str, float], torch.Tensor]:
         """One hinge-loss update of the discriminator on a real batch and a generated one; returns its figures
         and the batch's conditions."""
-        g, d, bs, z_dim = self.g, self.d, self.train_config.batch_size, self.model_config.z_dim
-        idx = torch.randint(0, len(self.data.images), (bs,), generator=rng)
+        g, d, bs, z_dim = self.g, self.replica("discriminator"), self.train_config.batch_size, self.model_config.z_dim
+        rows = self.ranks.rows(bs)  # all of the batch in one process
+        idx = torch.randint(0, len(self.data.images), (bs,), generator=rng)[rows]
         real = to_float(self.data.images[idx]).to(self.device)
         y = self.data.conditions[idx].to(self.device)
-        z = torch.randn(bs, z_dim, generator=rng).to(self.device)
-        with torch.no_grad():
+        z = torch.randn(bs, z_dim, generator=rng)[rows].to(self.device)
+        with torch.no_grad():  # no gradients, so no replica; distributed, its BatchNorm is the global batch's still
             fake = g(z, y)
         d_real = d(self.augment(real, rng), y)
         d_fake = d(self.augment(fake, rng), y)
@@ -175,6 +185,8 @@ class PrivateGANTraining(GANTraining):
     images take conditions drawn uniformly from the attribute vocabulary, never from the private batch, so
     nothing but the private discriminator tells the generator about the data.
     """
+
+    distributable = ()  # one process: its Poisson sampling and accountant are not split over processes
 
     def __init__(self, data: TrainingImages, config: GANConfig, train_config: GANTrainConfig, *, seed: int) -> None:
         if config.d_norm != "group":
@@ -261,17 +273,22 @@ def train_gan(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> GANTrainingResult:
     """Train the conditional GAN; with ``resume`` continue from ``checkpoint_dir``'s checkpoint.
 
     All randomness (batches, noise, augmentation) comes from one ``torch.Generator`` seeded with ``seed`` and
-    saved in checkpoints, so a resumed run continues the same random stream as an uninterrupted one.
+    saved in checkpoints, so a resumed run continues the same random stream as an uninterrupted one. With
+    ``ranks`` of several processes, this is one process of a distributed run (``engine.training.distributed``):
+    it draws the same stream and trains on its rows of each global batch.
     """
     data = TrainingImages.checked(images, conditions, gan_config, model="GAN")
     trainer = PrivateGANTraining if train_config.privacy.enabled else GANTraining
     training = trainer(data, gan_config, train_config, seed=seed)
     logger.info("GAN training with DiffAugment %s", "on" if training.diffaugment else "off")
-    loop = run_training(training, checkpoint_dir=checkpoint_dir, resume=resume, show_progress=show_progress)
+    loop = run_training(
+        training, checkpoint_dir=checkpoint_dir, resume=resume, show_progress=show_progress, ranks=ranks
+    )
     private = training.private if isinstance(training, PrivateGANTraining) else None
     if private is not None:
         private.close()

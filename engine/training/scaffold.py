@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from engine.training.distributed import SINGLE_PROCESS, Ranks, replicate
 from models.io import config_from_dict, config_to_dict
 from models.pixels import to_tensor_images
 
@@ -108,6 +109,9 @@ class GeneratorTraining(ABC):
     shown: ClassVar[tuple[tuple[str, str], ...]]  # the figures on the progress bar, each with its format
     # Whether a time-budget stop between two records adds a record of the steps since the last one.
     records_stopped_tail: ClassVar[bool] = True
+    # The networks a distributed run replicates over its processes (DDP averages their gradients); none by
+    # default, and a trainer with none refuses to run distributed.
+    distributable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, data: TrainingImages, model_config: Any, train_config: LoopConfig, *, seed: int) -> None:
         self.data = data
@@ -117,6 +121,8 @@ class GeneratorTraining(ABC):
         self.device = torch.device(train_config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device on this machine")
+        self.ranks = SINGLE_PROCESS  # set by :meth:`distribute`
+        self._replicas: dict[str, nn.Module] = {}
 
     @abstractmethod
     def networks(self) -> dict[str, nn.Module]:
@@ -139,6 +145,23 @@ class GeneratorTraining(ABC):
         """Restore what :meth:`extra_state` returned."""
         del state  # nothing beyond the networks, optimisers and random stream by default
 
+    # ---------------------------------------------------------------- distributed runs (engine.training.distributed)
+
+    def distribute(self, ranks: Ranks) -> None:
+        """Train as one of ``ranks``' processes: each step takes its rows of the global batch (``ranks.rows``)
+        and calls the :attr:`distributable` networks through :meth:`replica`. ``SINGLE_PROCESS`` undoes it."""
+        if ranks.distributed and not self.distributable:
+            raise ValueError(f"{type(self).__name__} runs in one process only; train it without --distributed")
+        ranks.rows(self.train_config.batch_size)  # refuses a batch that does not split evenly
+        networks = self.networks()
+        self._replicas = {name: replicate(networks[name], ranks, self.device) for name in self.distributable}
+        self.ranks = ranks
+
+    def replica(self, name: str) -> nn.Module:
+        """The network ``name`` as a step calls it to train it: DDP-wrapped in a distributed run."""
+        replica = self._replicas.get(name)
+        return replica if replica is not None else self.networks()[name]
+
 
 @dataclass(kw_only=True)
 class LoopResult:
@@ -154,10 +177,12 @@ def run_training(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> LoopResult:
     """Run ``training``'s steps until ``steps`` or ``max_seconds``, whichever comes first; with ``resume``,
     continue from ``checkpoint_dir``'s checkpoint. With a ``checkpoint_dir``, a checkpoint is written every
-    ``checkpoint_every`` steps and at the end."""
+    ``checkpoint_every`` steps and at the end. With ``ranks`` of several processes, this process trains on its
+    share of each global batch; only rank 0 writes checkpoints and shows the bar, and all stop together."""
     config = training.train_config
     rng = torch.Generator().manual_seed(training.seed)
     digest = training.data.digest() if checkpoint_dir is not None else None
@@ -165,15 +190,16 @@ def run_training(
     history: list[dict] = []
     if resume:
         step, elapsed, history = _resume(training, rng, checkpoint_dir, digest)
+    training.distribute(ranks)  # after the resume: DDP starts from the loaded weights
 
     def checkpoint() -> None:
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and ranks.is_main:
             _save(Path(checkpoint_dir), training, step=step, seconds=elapsed, rng=rng, history=history, data=digest)
 
     stopped_early = False
     running, summed = dict.fromkeys(training.metrics, 0.0), 0  # summed < log_every after a resume between records
     name = training.kind.upper()
-    bar = tqdm(total=config.steps, initial=step, desc=name, unit="step", disable=not show_progress)
+    bar = tqdm(total=config.steps, initial=step, desc=name, unit="step", disable=not (show_progress and ranks.is_main))
     t0 = time.perf_counter() - elapsed
     while step < config.steps:
         figures = training.step(step, rng)
@@ -184,18 +210,19 @@ def run_training(
         bar.update(1)
         elapsed = time.perf_counter() - t0
         if step % config.log_every == 0 or step == config.steps:
-            history.append(_record(step, elapsed, running, summed))
+            history.append(_record(step, elapsed, ranks.mean(running), summed))
             running, summed = dict.fromkeys(running, 0.0), 0
             bar.set_postfix({key: f"{history[-1][key]:{fmt}}" for key, fmt in training.shown})
         if config.checkpoint_every and step % config.checkpoint_every == 0:
             checkpoint()
-        if config.max_seconds is not None and elapsed >= config.max_seconds:
+        if config.max_seconds is not None and ranks.any(elapsed >= config.max_seconds):
             stopped_early = step < config.steps
             break
     bar.close()
     if training.records_stopped_tail and summed and step < config.steps:
-        history.append(_record(step, elapsed, running, summed))
+        history.append(_record(step, elapsed, ranks.mean(running), summed))
     checkpoint()
+    training.distribute(SINGLE_PROCESS)  # plain networks again, for whoever uses them next
     if stopped_early:
         logger.warning(
             "%s training stopped at step %d of %d: max_seconds=%s reached", name, step, config.steps, config.max_seconds
