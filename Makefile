@@ -80,7 +80,7 @@ lint: $(BIN)/vitrine
 	$(BIN)/ruff check engine features models api tests
 	$(BIN)/ruff format --check engine features models api tests
 	$(BIN)/lint-imports
-	$(BIN)/mypy api models features engine/serving
+	$(BIN)/mypy api models features engine/serving engine/batch
 
 clean:
 	rm -rf $(DEMO_DIR) $(ARTIFACTS)

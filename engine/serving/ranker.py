@@ -55,6 +55,11 @@ class ShopperRanker:
     def knows(self, user_id: str) -> bool:
         return user_id in self._users
 
+    @property
+    def user_ids(self) -> list[str]:
+        """Every shopper whose history the ranker holds."""
+        return list(self._users)
+
     def rank(self, user_id: str, session: list[SessionEvent] | None = None) -> Ranking | None:
         """The shopper's ranked candidates; None when neither their history nor their session gives any (a new
         shopper whose session holds no item the ranker knows)."""

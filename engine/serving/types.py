@@ -79,6 +79,7 @@ class ImageSet:
     images: list[GeneratedImage]
     min_pairwise_distance: float | None = None  # smallest cosine distance between two images' features
     cached: bool = False
+    precomputed: bool = False  # served from the sets a batch job made in advance (engine.serving.precomputed)
 
 
 @dataclass(frozen=True, kw_only=True)
