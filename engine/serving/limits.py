@@ -7,7 +7,8 @@ gate around image generation.
   :func:`open_rate_limiter` picks one from the settings.
 - :class:`AdmissionGate` runs at most ``max_running`` generations at once and lets at most ``max_waiting`` more
   wait (each for at most ``wait_seconds``); any further one is refused at once with :class:`Overloaded` (a 503
-  with ``Retry-After``), so overload never becomes a queue that grows without limit.
+  with ``Retry-After``), so overload never becomes a queue that grows without limit. A :class:`GateObserver`
+  (``engine.serving.metrics.ServingMetrics``) hears of every change and every refusal.
 """
 
 from __future__ import annotations
@@ -143,9 +144,22 @@ class Overloaded(RuntimeError):
         self.retry_after = retry_after
 
 
+class GateObserver(Protocol):
+    """Hears what an :class:`AdmissionGate` does (called while the gate holds its lock: keep it quick)."""
+
+    def gate_limits(self, max_running: int | None, max_waiting: int) -> None: ...
+
+    def gate_changed(self, running: int, waiting: int) -> None: ...
+
+    def gate_refused(self, reason: str) -> None:
+        """``reason``: ``full`` (no place, no room to wait) or ``timeout`` (no place came free in time)."""
+        ...
+
+
 class AdmissionGate:
     """At most ``max_running`` holders at once, at most ``max_waiting`` more waiting (each up to ``wait_seconds``);
-    anyone beyond is refused at once with :class:`Overloaded`. ``max_running=None``: no limit at all."""
+    anyone beyond is refused at once with :class:`Overloaded`. ``max_running=None``: no limit at all.
+    ``observer`` hears of the limits, of every change in the numbers running and waiting, and of every refusal."""
 
     def __init__(
         self,
@@ -154,6 +168,7 @@ class AdmissionGate:
         max_waiting: int = 0,
         wait_seconds: float = 15.0,
         retry_after: int = 5,
+        observer: GateObserver | None = None,
     ) -> None:
         if max_running is not None and max_running < 1:
             raise ValueError(f"max_running must be at least 1 (or None: no limit); got {max_running}")
@@ -166,6 +181,10 @@ class AdmissionGate:
         self._running = 0
         self._waiting = 0
         self._cond = threading.Condition()
+        self._observer = observer
+        if observer is not None:
+            observer.gate_limits(max_running, max_waiting)
+            observer.gate_changed(0, 0)
 
     @property
     def running(self) -> int:
@@ -175,7 +194,13 @@ class AdmissionGate:
     def waiting(self) -> int:
         return self._waiting
 
-    def _refuse(self, why: str) -> Overloaded:
+    def _changed(self) -> None:
+        if self._observer is not None:
+            self._observer.gate_changed(self._running, self._waiting)
+
+    def _refuse(self, why: str, reason: str) -> Overloaded:
+        if self._observer is not None:
+            self._observer.gate_refused(reason)
         return Overloaded(
             f"the service is generating as many images as it can ({why}); retry in {self.retry_after} s",
             retry_after=self.retry_after,
@@ -192,21 +217,25 @@ class AdmissionGate:
         with self._cond:
             if self._running >= limit:
                 if self._waiting >= self.max_waiting:
-                    raise self._refuse(f"{self._running} running, {self._waiting} waiting")
+                    raise self._refuse(f"{self._running} running, {self._waiting} waiting", "full")
                 self._waiting += 1
+                self._changed()
                 try:
                     deadline = time.monotonic() + self.wait_seconds
                     while self._running >= limit:
                         left = deadline - time.monotonic()
                         if left <= 0:
-                            raise self._refuse(f"no place came free within {self.wait_seconds:g} s")
+                            raise self._refuse(f"no place came free within {self.wait_seconds:g} s", "timeout")
                         self._cond.wait(left)
                 finally:
                     self._waiting -= 1
+                    self._changed()
             self._running += 1
+            self._changed()
         try:
             yield
         finally:
             with self._cond:
                 self._running -= 1
+                self._changed()
                 self._cond.notify()

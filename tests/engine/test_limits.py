@@ -117,6 +117,50 @@ def test_a_waiter_gives_up_after_its_wait():
         pass
 
 
+class Watcher:
+    def __init__(self) -> None:
+        self.limits: tuple[int | None, int] | None = None
+        self.seen: list[tuple[int, int]] = []
+        self.refused: list[str] = []
+
+    def gate_limits(self, max_running: int | None, max_waiting: int) -> None:
+        self.limits = (max_running, max_waiting)
+
+    def gate_changed(self, running: int, waiting: int) -> None:
+        self.seen.append((running, waiting))
+
+    def gate_refused(self, reason: str) -> None:
+        self.refused.append(reason)
+
+
+def wait_for_a_place(gate: AdmissionGate) -> None:
+    with gate.admit():
+        pass
+
+
+def test_the_gate_tells_its_observer_every_place_taken_and_every_refusal():
+    watcher = Watcher()
+    gate = AdmissionGate(max_running=1, max_waiting=1, wait_seconds=30, observer=watcher)
+    assert watcher.limits == (1, 1)
+    with ThreadPoolExecutor(1) as pool:
+        with gate.admit():
+            waiter = pool.submit(wait_for_a_place, gate)
+            deadline = datetime.now() + timedelta(seconds=10)
+            while gate.waiting < 1 and datetime.now() < deadline:
+                threading.Event().wait(0.01)
+            with pytest.raises(Overloaded), gate.admit():  # no place, no room to wait
+                pass
+        waiter.result(timeout=10)
+    assert watcher.refused == ["full"]
+    # places: taken; a waiter; given back; the waiter stops waiting, takes it, gives it back
+    assert watcher.seen == [(0, 0), (1, 0), (1, 1), (0, 1), (0, 0), (1, 0), (0, 0)]
+
+    impatient = AdmissionGate(max_running=1, max_waiting=1, wait_seconds=0.01, observer=watcher)
+    with impatient.admit(), pytest.raises(Overloaded), impatient.admit():
+        pass
+    assert watcher.refused == ["full", "timeout"]
+
+
 def _events(n: int, start: datetime) -> list[SessionEvent]:
     return [
         SessionEvent(item_id=f"item-{k:06d}", event_type="view", timestamp=start + timedelta(seconds=k))
