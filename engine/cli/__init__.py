@@ -1,9 +1,9 @@
 """``vitrine``: the one command-line entry point. Each subcommand is a thin wrapper over one engine function.
 
 One module per command group (``data``, ``train``, ``evaluate``, ``serve`` with ``bundles`` and ``promote``,
-``bench``, ``experiments``, ``generator``, the generator study's commands under train, evaluate and bench, and
-``merchant``: ``generate`` and ``tag`` with their evaluations, and ``sr``: super-resolution's and restoration's
-commands under train, evaluate and bench, with ``enhance``);
+``bench``, ``experiments``, ``generator``, the generator study's commands under train, evaluate and bench,
+``merchant``: ``generate`` and ``tag`` with their evaluations, ``batch``: jobs on Ray Data (``image-sets``), and
+``sr``: super-resolution's and restoration's commands under train, evaluate and bench, with ``enhance``);
 this module composes their parsers and is the only place in the code base that configures logging. Handlers import
 the engine lazily, so ``vitrine --help`` does not load the models.
 """
@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from engine.cli import bench, data, evaluate, experiments, generator, merchant, privacy, serve, sr, train
+from engine.cli import batch, bench, data, evaluate, experiments, generator, merchant, privacy, serve, sr, train
 
 logger = logging.getLogger("vitrine")
 
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     sr.register(sub, train_sub, evaluate_sub, bench_sub)
     merchant.register(sub, evaluate_sub)
     experiments.register(sub)
+    batch.register(sub)
     return parser
 
 

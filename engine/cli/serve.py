@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from engine.cli.batch import add_precompute_flag, precompute
 from engine.cli.options import add_artifacts
 
 
@@ -71,6 +72,8 @@ def _cmd_promote(args: argparse.Namespace) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     print(f"{args.version} now serves")
+    if args.precompute:
+        return precompute(Path(args.artifacts), version=args.version)
     return 0
 
 
@@ -101,4 +104,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_artifacts(promote)
     promote.add_argument("--force", action="store_true", help="promote even if the key metric drops")
     promote.add_argument("--tolerance", type=float, default=0.05)
+    add_precompute_flag(promote)
     promote.set_defaults(func=_cmd_promote)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from engine.cli.batch import add_precompute_flag, precompute
 from engine.cli.options import add_artifacts, add_no_progress, from_args, optional_path, progress
 
 _PARENT_HELP = "bundle to start from (default: the serving one)"
@@ -20,6 +21,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise ValueError("vitrine train needs --data (a demo store or an H&M folder)")
+    if args.precompute and not args.promote:
+        raise ValueError("--precompute renders the sets of the promoted bundle: add --promote")
     overrides = {"seed": args.seed} if args.seed is not None else {}
     if args.device:
         overrides.update({"gan_training": {"device": args.device}, "classifier_training": {"device": args.device}})
@@ -33,6 +36,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         events=args.events or (),
     )
     print(f"bundle {version} written to {Path(args.artifacts) / version}" + (" and promoted" if args.promote else ""))
+    if args.precompute:
+        return precompute(Path(args.artifacts), version=version, show_progress=progress(args))
     return 0
 
 
@@ -95,6 +100,7 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="cpu or cuda for the GAN and classifier (default cpu)")
     train.add_argument("--promote", action="store_true", help="make the new bundle the serving one if it passes")
+    add_precompute_flag(train)
     add_no_progress(train)
     train.set_defaults(func=_cmd_train)
     return train_sub
