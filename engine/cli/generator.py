@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from pathlib import Path
 
 from engine.cli.options import add_json, add_no_progress, from_args, progress, write_json
@@ -28,15 +30,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     _threads(args)
     aug = {"auto": None, "on": True, "off": False}[args.diffaugment]
-    options = ("model", "seconds", "steps", "batch_size", "arch", "width", "seed", "device", "checkpoint_every")
-    info = train_run(
-        _dataset(args),
-        Path(args.out),
-        diffaugment=aug,
-        data_path=str(Path(args.data).resolve()),
-        show_progress=progress(args),
-        **from_args(args, *options, "resume"),
-    )
+    options = ("model", "seconds", "steps", "batch_size", "arch", "width", "seed", "checkpoint_every", "resume")
+    kwargs = {"diffaugment": aug, "data_path": str(Path(args.data).resolve()), **from_args(args, *options)}
+    if not args.distributed:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ValueError(
+                f"torchrun started {os.environ['WORLD_SIZE']} processes, but without --distributed each would "
+                "train the whole run alone into the same --out: add --distributed"
+            )
+        info = train_run(_dataset(args), Path(args.out), device=args.device, show_progress=progress(args), **kwargs)
+    else:
+        from engine.training.distributed import process_group
+
+        with process_group(args.device, os.environ) as (ranks, device):
+            if not ranks.is_main:  # one process speaks for the run
+                logging.getLogger().setLevel(logging.WARNING)
+                args.no_progress = True
+            ds = _dataset(args)
+            info = train_run(ds, Path(args.out), device=device, show_progress=progress(args), ranks=ranks, **kwargs)
+        if not ranks.is_main:
+            return 0
     print(
         f"{info['model'].upper()} on {info['dataset']}: {info['steps']} steps, {info['training_seconds']:.0f} s "
         f"({'stopped by --seconds' if info['stopped_early'] else 'all steps'}); run in {args.out}"
@@ -123,6 +136,12 @@ def register(
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of the processes torchrun started (GAN only): each trains on its share of every batch; "
+        "gloo with --device cpu, NCCL with --device cuda (the GPU numbered LOCAL_RANK)",
+    )
     t.set_defaults(func=_cmd_train)
 
     e = evaluate_sub.add_parser("generator", help="FD, KID, PRDC, conditional accuracy, diversity, memorisation")

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from engine.evaluation.generator_choices import DATASETS, MODELS
+from engine.training.distributed import SINGLE_PROCESS, Ranks
 from engine.training.gan import GANTrainConfig, train_gan
 from engine.training.scaffold import LoopConfig, changed_settings
 from engine.training.vae import VAETrainConfig, train_vae
@@ -110,10 +111,17 @@ def train_run(
     resume: bool = False,
     data_path: str = "",
     show_progress: bool = True,
+    ranks: Ranks = SINGLE_PROCESS,
 ) -> dict:
-    """Train a GAN or a VAE on ``ds``'s training split for ``steps`` or ``seconds``, whichever ends first."""
+    """Train a GAN or a VAE on ``ds``'s training split for ``steps`` or ``seconds``, whichever ends first.
+
+    With ``ranks`` of several processes (the GAN only), this is one process of a distributed run; rank 0 alone
+    writes the run folder, which is the one a single process would write (``engine.training.distributed``).
+    """
     if model not in MODELS:
         raise ValueError(f"model must be one of {list(MODELS)}; got {model!r}")
+    if ranks.distributed and model != "gan":
+        raise ValueError(f"--distributed trains the GAN only; train the {model.upper()} without it")
     out = Path(out)
     if resume and not (out / "run.json").is_file():
         raise FileNotFoundError(f"--resume: {out} holds no run.json; start the run without --resume")
@@ -141,8 +149,9 @@ def train_run(
     if resume:
         _check_resume(read_run(out), ds, model, seed, train_config)
     if model == "gan":
-        result = train_gan(images, conds, model_config, train_config, **fit)
-        result.generator_ema.cpu().save(out / "model")
+        result = train_gan(images, conds, model_config, train_config, **fit, ranks=ranks)
+        if ranks.is_main:
+            result.generator_ema.cpu().save(out / "model")
         aug = result.diffaugment
     else:
         aug = False
@@ -168,6 +177,8 @@ def train_run(
         "history": result.history[-20:],
         "torch_threads": torch.get_num_threads(),
     }
+    if not ranks.is_main:
+        return info
     write_json(out / "run.json", info)  # atomically: a resumed run rewrites it
     logger.info(
         "trained %s on %s: %d steps in %.0fs (diffaugment %s); written to %s",

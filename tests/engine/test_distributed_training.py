@@ -165,3 +165,27 @@ def test_global_batchnorm_is_batchnorm_outside_a_process_group_and_swaps_back():
     torch.testing.assert_close(net.state_dict(), plain.state_dict())  # running statistics updated alike
     local_batchnorm(net)
     assert type(net[1]) is nn.BatchNorm2d and type(net[2][0]) is nn.BatchNorm2d and net[1].weight is weight
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "message"),
+    [
+        (["--distributed"], {}, "torchrun --nproc-per-node N"),  # not started by torchrun
+        (["--distributed", "--device", "cuda:1"], {}, "numbered by LOCAL_RANK"),
+        ([], {"WORLD_SIZE": "2"}, "add --distributed"),  # started by torchrun, flag forgotten
+    ],
+)
+def test_train_generator_says_how_to_start_a_distributed_run(flags, env, message, monkeypatch, tmp_path, caplog):
+    from engine.cli import main
+
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    argv = ["train", "generator", "--dataset", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    assert main([*argv, *flags]) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "run").exists()
