@@ -163,7 +163,7 @@ def retrieval(cfg: EmbeddingBenchConfig, d: int = 64, k: int = 10) -> dict:
         "items": cfg.faiss_items,
         "dim": d,
         "queries": cfg.faiss_queries,
-        "index_type": config.resolved_type(cfg.faiss_items),
+        "index_type": retriever.index_type,
         "build_seconds": round(build, 1),
         f"recall@{k}": recall,
         "faiss_qps": cfg.faiss_queries / faiss_seconds,

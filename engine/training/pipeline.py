@@ -225,7 +225,7 @@ def _train_into(
                 "index",
                 config_to_dict(config.retriever),
                 {"items": len(vectors)},
-                index_type=config.retriever.resolved_type(len(vectors)),
+                index_type=retriever.index_type,
                 parents=["classifier"],
             ),
         )

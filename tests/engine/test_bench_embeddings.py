@@ -50,7 +50,8 @@ def test_benchmark_runs_end_to_end_and_reports_every_target():
 def test_auto_index_type_follows_the_catalogue_size():
     from models.retriever import RetrieverConfig
 
-    assert RetrieverConfig().resolved_type(2000) == "flat" and RetrieverConfig().resolved_type(1_000_000) == "ivf"
+    assert RetrieverConfig().resolved_type(2000, 64) == "flat"
+    assert RetrieverConfig().resolved_type(1_000_000, 64) == "ivf"
 
 
 def test_retrieval_of_a_small_catalogue_is_exact():
