@@ -1,4 +1,4 @@
-"""``vitrine bench``: benchmarks, run on demand (HTTP load, personalised-set latency, embeddings)."""
+"""``vitrine bench``: benchmarks, run on demand (HTTP load, personalised-set latency, embeddings, index)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ def _cmd_embeddings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from engine.benchmarks.index import IndexBenchConfig, render, run_index_benchmark
+
+    names = ("items", "dim", "queries", "single_queries", "threads", "clusters", "seed")
+    types = tuple(args.types.split(","))
+    cfg = IndexBenchConfig(types=types, workdir=optional_path(args.workdir), **from_args(args, *names))
+    report = run_index_benchmark(cfg)
+    print(render(report))
+    write_json(args.json, report)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Add ``vitrine bench`` and its subcommands; returns the group that ``bench generator`` joins."""
     bench = sub.add_parser("bench", help="benchmarks (run on demand)").add_subparsers(
@@ -74,4 +86,17 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     embb.add_argument("--seed", type=int, default=0)
     add_json(embb)
     embb.set_defaults(func=_cmd_embeddings)
+
+    ib = bench.add_parser("index", help="flat, IVF-Flat and IVF-PQ: build time, bytes per item, recall@10, q/s")
+    ib.add_argument("--items", type=int, default=1_000_000, help="synthetic catalogue size")
+    ib.add_argument("--dim", type=int, default=64)
+    ib.add_argument("--queries", type=int, default=1000, help="queries for recall and the batched q/s")
+    ib.add_argument("--single-queries", type=int, default=200, help="of those, timed one per call on one thread")
+    ib.add_argument("--threads", type=int, default=2, help="threads for the batched search")
+    ib.add_argument("--clusters", type=int, default=1000, help="cluster centres the vectors scatter around")
+    ib.add_argument("--types", default="flat,ivf,ivfpq", help="comma-separated index types to measure")
+    ib.add_argument("--workdir", help="folder for the saved indexes (default: the system's temporary folder)")
+    ib.add_argument("--seed", type=int, default=0)
+    add_json(ib)
+    ib.set_defaults(func=_cmd_index)
     return bench
