@@ -39,6 +39,7 @@ from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import load_or_create_key
 from engine.serving.latents import LatentStore, MemoryLatentStore
 from engine.serving.limits import AdmissionGate
+from engine.serving.metrics import ServingMetrics
 from engine.serving.personaliser import Personaliser
 from engine.serving.privacy import MASKED_PREFIX, Erasure, Identities, SessionOwners, drop_sessions, forget
 from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
@@ -92,8 +93,10 @@ class Service:
         shared: SharedState | None = None,
         watch_seconds: float | None = 5.0,
         popular_cache_size: int = 64,
+        metrics: ServingMetrics | None = None,
     ) -> None:
-        """``shared``: the state outside the bundle that workers share (default: this process's own)."""
+        """``shared``: the state outside the bundle that workers share (default: this process's own); ``metrics``:
+        where image sets, set-cache look-ups and the admission gate are counted (default: a registry of its own)."""
         shared = shared or SharedState()
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
@@ -112,9 +115,12 @@ class Service:
         self._last_check = time.monotonic()
         self._refused: set[str] = set()
         self._popular_sets: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
+        self.metrics = metrics or ServingMetrics()
         # one gate for every bundle this service loads: generations in flight on the old one still count
         self.gate = AdmissionGate(
-            max_running=self.config.max_concurrent_generations, max_waiting=self.config.max_queued_generations
+            max_running=self.config.max_concurrent_generations,
+            max_waiting=self.config.max_queued_generations,
+            observer=self.metrics,
         )
 
     # ---- the serving bundle ---------------------------------------------------------------------------
@@ -300,6 +306,7 @@ class Service:
         """The set to show ``user_id`` at ``at`` (default now), recording the exposure when an experiment
         applies. ``exposure_id`` makes a retried request record its exposure once. The catalogue filters
         (``classes``, ``in_stock_only``) apply to every arm alike. ValueError names an unknown class."""
+        started = time.perf_counter()
         self.follow_pointer()
         ts = to_epoch(at)
         request = _SetRequest(
@@ -311,7 +318,7 @@ class Service:
             classes=self.personaliser.catalogue.allowed_classes(classes),
             in_stock_only=in_stock_only,
         )
-        return self.experiments.shown_set(
+        shown = self.experiments.shown_set(
             user_id=request.user_id,
             session_id=session_id,
             at=ts,
@@ -320,6 +327,8 @@ class Service:
             variant_set=lambda exp, variant: self._variant_set(exp, variant, request),
             default=lambda: self._personalised(request),
         )
+        self.metrics.image_set(shown.images, time.perf_counter() - started)
+        return shown
 
     def _session(self, session_id: str | None) -> list[SessionEvent] | None:
         """The session's events; None, logged, when the session store does not answer: the set is then
