@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 from api.access_log import AccessLog
 from api.auth import ShopperTokens
 from api.limits import install_limits
+from api.metrics import HttpMetrics, new_registry, process_stopped
+from api.metrics import router as metrics_router
 from api.routers import (
     admin,
     demo,
@@ -38,6 +40,7 @@ from engine.experiments.eventstore import EventStore, StoreError, StoreUnavailab
 from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import load_or_create_key
 from engine.serving.latents import open_latent_store
+from engine.serving.metrics import ServingMetrics
 from engine.serving.privacy import SessionOwners
 from engine.serving.service import Service, SharedState, configure_runtime
 from engine.serving.sessions import open_session_store
@@ -56,6 +59,8 @@ def _describe(error: dict) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    registry = new_registry()  # GET /metrics: the HTTP series and the service's, this app's own
+    serving_metrics = ServingMetrics(registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -97,12 +102,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 image_key=image_key,
                 owners=SessionOwners.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
             ),
+            metrics=serving_metrics,
         )
         service.load_current()
         app.state.service = service
         yield
         if app.state.events is not None:
             app.state.events.close()
+        process_stopped()
 
     app = FastAPI(
         title="Vitrine",
@@ -111,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.dependency_overrides[get_settings] = lambda: settings
+    app.state.metrics_registry = registry
     install_limits(app, settings)  # body size, rate limits, overload answers, and the limits in the OpenAPI
 
     @app.exception_handler(RequestValidationError)
@@ -157,5 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(privacy.router)
     app.include_router(merchant.router)
     app.include_router(demo.router)
+    app.include_router(metrics_router)
     app.add_middleware(AccessLog)
+    app.add_middleware(HttpMetrics, registry=registry)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.serving.image_ids import MIN_KEY_BYTES
@@ -17,6 +17,11 @@ class Settings(BaseSettings):
 
     artifacts: Path = Field(Path("data/artifacts"), description="bundle root (the registry's folder)")
     admin_token: str | None = Field(None, description="token for /v1/admin/*; admin endpoints are off without it")
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token that reads GET /metrics and nothing else (at least 16 characters; the admin token "
+        "reads it too); without either, /metrics answers 403 unless open_access is on",
+    )
     service_keys: SecretStr | None = Field(
         None,
         description="comma-separated keys for storefront back ends (server to server; see docs/SECURITY.md); "
@@ -89,6 +94,10 @@ class Settings(BaseSettings):
     )
 
     @property
+    def metrics_token_value(self) -> str | None:
+        return self.metrics_token.get_secret_value() if self.metrics_token else None
+
+    @property
     def service_key_list(self) -> list[str]:
         if self.service_keys is None:
             return []
@@ -106,12 +115,13 @@ class Settings(BaseSettings):
                 )
         return keys
 
-    @field_validator("image_key")
+    @field_validator("image_key", "metrics_token")
     @classmethod
-    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+    def _long_enough(cls, key: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if key is not None and len(key.get_secret_value().encode()) < MIN_KEY_BYTES:
+            what = (info.field_name or "key").replace("_", " ")
             raise ValueError(
-                f"the image key must be at least {MIN_KEY_BYTES} characters; make one with "
+                f"the {what} must be at least {MIN_KEY_BYTES} characters; make one with "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
         return key
