@@ -12,8 +12,9 @@ from engine.cli.options import add_artifacts, add_json, add_version, from_args, 
 def _cmd_load(args: argparse.Namespace) -> int:
     from engine.benchmarks.load import run_load_benchmark
 
+    options = ("url", "requests", "concurrency", "n", "seed", "overload_factor", "known_pool")
     report = run_load_benchmark(
-        artifacts=optional_path(args.artifacts), **from_args(args, "url", "requests", "concurrency", "n", "service_key")
+        artifacts=optional_path(args.artifacts), **from_args(args, *options, "service_key", "metrics_token")
     )
     print(report.render())
     write_json(args.json, report.to_dict())
@@ -56,17 +57,33 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     bench = sub.add_parser("bench", help="benchmarks (run on demand)").add_subparsers(
         dest="bench_command", required=True
     )
-    load = bench.add_parser("load", help="concurrent HTTP load against the API")
+    load = bench.add_parser(
+        "load",
+        help="HTTP load against the API: known (cached), session and new shoppers' sets, then an open-loop overload",
+    )
     load.add_argument("--url", help="a running API (default: start one on the serving bundle)")
     load.add_argument(
         "--service-key",
         default=os.environ.get("VITRINE_SERVICE_KEY"),
         help="a service key of the API at --url (default $VITRINE_SERVICE_KEY)",
     )
+    load.add_argument(
+        "--metrics-token",
+        default=os.environ.get("VITRINE_METRICS_TOKEN"),
+        help="reads the server's /metrics into the report (default $VITRINE_METRICS_TOKEN, else the service key)",
+    )
     add_artifacts(load)
     load.add_argument("--requests", type=int, default=400, help="requests per scenario")
-    load.add_argument("--concurrency", type=int, default=8)
+    load.add_argument("--concurrency", type=int, default=8, help="clients (the second known scenario: twice this)")
     load.add_argument("--n", type=int, default=8, help="images per set")
+    load.add_argument(
+        "--overload-factor",
+        type=float,
+        default=4.0,
+        help="the overload scenario's arrival rate, in multiples of the fresh-set throughput measured (0: skip it)",
+    )
+    load.add_argument("--known-pool", type=int, default=100, help="distinct known shoppers, warmed up once")
+    load.add_argument("--seed", type=int, default=0)
     add_json(load)
     load.set_defaults(func=_cmd_load)
 
