@@ -153,7 +153,8 @@ def _build_ivfpq(x: np.ndarray, config: RetrieverConfig) -> faiss.Index:
             f"at least that many vectors; got {n}: use index_type 'flat' or 'ivf', or lower pq_nbits"
         )
     ivf = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, _cells(n, config), m, config.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-    ivf.do_polysemous_training = False  # only for Hamming pre-filtering, which this index does not use; slow
+    # polysemous training only serves Hamming pre-filtering, which this index does not use, and is slow
+    ivf.do_polysemous_training = False  # type: ignore[attr-defined]  # a field faiss's stubs leave out
     index: faiss.Index = ivf
     if config.pq_refine == "exact":
         index = faiss.IndexRefineFlat(ivf)  # keeps the float vectors beside the codes for the re-ranking
