@@ -33,7 +33,8 @@ def _cmd_personalise(args: argparse.Namespace) -> int:
 def _cmd_embeddings(args: argparse.Namespace) -> int:
     from engine.benchmarks.embeddings import EmbeddingBenchConfig, render, run_embedding_benchmark
 
-    cfg = EmbeddingBenchConfig(data=optional_path(args.data), **from_args(args, "faiss_items", "repeats", "seed"))
+    names = ("faiss_items", "factors", "iterations", "threads", "repeats", "seed")
+    cfg = EmbeddingBenchConfig(data=optional_path(args.data), **from_args(args, *names))
     report = run_embedding_benchmark(cfg, faiss=args.faiss_items > 0)
     print(render(report))
     write_json(args.json, report)
@@ -99,6 +100,9 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     embb = bench.add_parser("embeddings", help="training overhead over implicit, session latency, FAISS vs numpy")
     embb.add_argument("--data", help="use this store's matrix (default: a synthetic 50k × 20k power-law matrix)")
     embb.add_argument("--faiss-items", type=int, default=1_000_000, help="synthetic catalogue size (0: skip)")
+    embb.add_argument("--factors", type=int, default=64)
+    embb.add_argument("--iterations", type=int, default=15, help="ALS iterations per fit")
+    embb.add_argument("--threads", type=int, default=0, help="implicit's threads (0: every core)")
     embb.add_argument("--repeats", type=int, default=3)
     embb.add_argument("--seed", type=int, default=0)
     add_json(embb)

@@ -1,6 +1,7 @@
 """The embedding speed benchmark's parts, at toy sizes (the figures themselves come from the command)."""
 
 import numpy as np
+import pytest
 
 from engine.benchmarks.embeddings import (
     EmbeddingBenchConfig,
@@ -39,6 +40,9 @@ def test_benchmark_runs_end_to_end_and_reports_every_target():
     )
     report = run_embedding_benchmark(cfg)
     assert report["training"]["overhead"] > -1.0
+    raw = report["training"]["raw_implicit_seconds"]
+    assert report["training"]["raw_seconds_per_iteration"] == pytest.approx(np.median(raw) / 2, abs=1e-3)
+    assert report["nnz"] == synthetic_matrix(300, 120, 3000, seed=0).nnz and report["shape"] == [300, 120]
     assert report["session"]["p99_ms"] >= report["session"]["p50_ms"] > 0
     r = report["retrieval"]
     assert r["index_type"] == "ivf"
