@@ -51,13 +51,15 @@ SERVER_SERIES = {
 
 @dataclass(frozen=True, kw_only=True)
 class ScenarioResult:
-    """One scenario's answers. ``latencies_ms`` holds the accepted (200) requests' latencies only."""
+    """One scenario's answers. ``latencies_ms`` holds the accepted (200) requests' latencies only, ``refused_ms``
+    the 503s' (how quickly a crowd is told to come back)."""
 
     name: str
     requests: int
     seconds: float
     statuses: dict[int, int]  # HTTP status → answers; 0: no answer (a transport error or a timeout)
     latencies_ms: np.ndarray  # (accepted,)
+    refused_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (503s,)
     concurrency: int | None = None  # closed loop: clients
     offered_rps: float | None = None  # open loop: arrivals a second
 
@@ -98,6 +100,8 @@ class ScenarioResult:
             "p50_ms": round(float(q[0]), 1),
             "p90_ms": round(float(q[1]), 1),
             "p99_ms": round(float(q[2]), 1),
+            "refused_p50_ms": round(float(np.percentile(self.refused_ms, 50)), 1) if len(self.refused_ms) else None,
+            "refused_p99_ms": round(float(np.percentile(self.refused_ms, 99)), 1) if len(self.refused_ms) else None,
         }
 
 
@@ -122,15 +126,16 @@ class LoadReport:
         lines = [
             f"load benchmark against {self.url} ({self.n} images per set, {self.cpu_count} CPUs)",
             f"  {'scenario':<10} {'requests':>8} {'load':>10} {'ok/s':>7} {'p50 ms':>8} {'p90 ms':>8} "
-            f"{'p99 ms':>8} {'503':>6} {'5xx':>4} {'other':>5}",
+            f"{'p99 ms':>8} {'503':>6} {'503 p50':>8} {'5xx':>4} {'other':>5}",
         ]
         for s in self.scenarios:
             d = s.to_dict()
             load = f"{d['concurrency']} clients" if d["mode"] == "closed" else f"{d['offered_rps']:g}/s open"
+            refused = "-" if d["refused_p50_ms"] is None else f"{d['refused_p50_ms']:.1f}"
             lines.append(
                 f"  {d['scenario']:<10} {d['requests']:>8} {load:>10} {d['throughput_rps']:>7.1f} "
                 f"{d['p50_ms']:>8.1f} {d['p90_ms']:>8.1f} {d['p99_ms']:>8.1f} {d['share_503']:>6.1%} "
-                f"{d['other_5xx']:>4} {d['other_failures']:>5}"
+                f"{refused:>8} {d['other_5xx']:>4} {d['other_failures']:>5}"
             )
         if self.server:
             lines.append("  server: " + json.dumps(self.server, sort_keys=True))
@@ -151,9 +156,18 @@ def _result(name: str, answers: list[tuple[int, float]], seconds: float, **load:
     statuses: dict[int, int] = {}
     for status, _ in answers:
         statuses[status] = statuses.get(status, 0) + 1
-    accepted = np.asarray([ms for status, ms in answers if status == 200], dtype=float)
+
+    def latencies(wanted: int) -> np.ndarray:
+        return np.asarray([ms for status, ms in answers if status == wanted], dtype=float)
+
     return ScenarioResult(
-        name=name, requests=len(answers), seconds=seconds, statuses=statuses, latencies_ms=accepted, **load
+        name=name,
+        requests=len(answers),
+        seconds=seconds,
+        statuses=statuses,
+        latencies_ms=latencies(200),
+        refused_ms=latencies(503),
+        **load,
     )
 
 

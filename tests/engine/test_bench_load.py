@@ -114,10 +114,11 @@ def test_percentiles_are_of_accepted_requests_only():
         seconds=2.0,
         statuses={200: 2, 503: 1, 0: 1},
         latencies_ms=np.array([10.0, 30.0]),
+        refused_ms=np.array([1.0]),
         concurrency=1,
     )
     d = result.to_dict()
-    assert (d["p50_ms"], d["throughput_rps"], d["rps"], d["errors"]) == (20.0, 1.0, 2.0, 2)
+    assert (d["p50_ms"], d["throughput_rps"], d["rps"], d["errors"], d["refused_p50_ms"]) == (20.0, 1.0, 2.0, 2, 1.0)
     assert (d["share_503"], d["other_5xx"], d["other_failures"]) == (0.25, 0, 1)
 
 
