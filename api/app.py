@@ -41,6 +41,7 @@ from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import load_or_create_key
 from engine.serving.latents import open_latent_store
 from engine.serving.metrics import ServingMetrics
+from engine.serving.precomputed_store import open_precomputed_store
 from engine.serving.privacy import SessionOwners
 from engine.serving.service import Service, SharedState, configure_runtime
 from engine.serving.sessions import open_session_store
@@ -101,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 latents=open_latent_store(settings.redis_url, ttl_seconds=settings.image_ttl_seconds),
                 image_key=image_key,
                 owners=SessionOwners.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
+                # sets `vitrine batch image-sets` made in advance: in Redis with redis_url, else the artifacts' SQLite
+                precomputed=open_precomputed_store(settings.artifacts, settings.redis_url),
             ),
             metrics=serving_metrics,
         )

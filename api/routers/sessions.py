@@ -56,7 +56,8 @@ def post_events(
             )
         events.append(SessionEvent(item_id=e.item_id, event_type=e.event_type, timestamp=moment))
     try:
-        total = service.add_session_events(session_id, events)
+        # a shopper token names the shopper: the session is linked to them, and their precomputed sets dropped
+        total = service.add_session_events(session_id, events, owner=who.pseudonym)
     except UnknownItems as exc:  # ids that name nothing, as GET /v1/items/{item_id} answers them
         raise HTTPException(404, str(exc)) from exc
     except SessionStoreUnavailable as exc:
@@ -66,8 +67,6 @@ def post_events(
             "the session store does not answer, so these events were not stored; retry shortly",
             headers={"Retry-After": "5"},
         ) from exc
-    if who.pseudonym is not None:
-        service.owners.link(who.pseudonym, session_id)
     return SessionEventsOut(session_id=session_id, accepted=len(events), session_events=total)
 
 

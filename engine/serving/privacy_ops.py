@@ -1,8 +1,9 @@
 """The privacy operations a data protection officer runs from the command line (``vitrine privacy``).
 
 :func:`forget_shopper` erases a shopper without going through a server: the event store at a database URL, the
-sessions in Redis (a server's in-process sessions and caches are reached by the register instead: every server
-masks the shopper within seconds and drops what it cached for them, see ``Service.follow_erasures``).
+sessions in Redis, their precomputed image sets (the SQLite file in the artifacts root, and Redis) (a server's
+in-process sessions and caches are reached by the register instead: every server masks the shopper within seconds
+and drops what it cached for them, see ``Service.follow_erasures``).
 :func:`audit_shopper` looks for what remains of a shopper in each place an erasure covers and says where.
 :func:`retain` deletes events and exposures older than a number of days.
 """
@@ -16,6 +17,9 @@ from typing import Any
 
 from engine.artifacts.registry import ArtifactRegistry
 from engine.experiments.eventstore import EventStore
+from engine.serving.config import PersonaliserConfig
+from engine.serving.precomputed import PrecomputedSets
+from engine.serving.precomputed_store import PrecomputedStore, RedisPrecomputedStore, SqlitePrecomputedStore
 from engine.serving.privacy import Erasure, Identities, SessionOwners, bundle_traces, forget
 from engine.serving.sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
@@ -26,9 +30,18 @@ def _stores(redis_url: str | None) -> tuple[SessionStore, SessionOwners]:
     return MemorySessionStore(), SessionOwners()  # nothing shared to reach: the servers' own are masked
 
 
+def _precomputed(artifacts: Path, redis_url: str | None) -> dict[str, PrecomputedStore]:
+    """Where precomputed sets may be: the SQLite file in the artifacts root, and Redis when a URL is given."""
+    stores: dict[str, PrecomputedStore] = {"precomputed sets (SQLite)": SqlitePrecomputedStore.under(artifacts)}
+    if redis_url:
+        stores["precomputed sets (Redis)"] = RedisPrecomputedStore.from_url(redis_url)
+    return stores
+
+
 def forget_shopper(user_id: str, *, artifacts: Path, database_url: str, redis_url: str | None = None) -> Erasure:
     identities = Identities(artifacts)
     sessions, owners = _stores(redis_url)
+    precomputed = [PrecomputedSets(s, PersonaliserConfig()) for s in _precomputed(artifacts, redis_url).values()]
     with EventStore(database_url) as events:
         return forget(
             identities.pseudonyms.candidates(user_id),
@@ -36,6 +49,7 @@ def forget_shopper(user_id: str, *, artifacts: Path, database_url: str, redis_ur
             events=events,
             sessions=sessions,
             owners=owners,
+            purge_caches=lambda ids: {"precomputed_sets": sum(p.forget(ids) for p in precomputed)},
         )
 
 
@@ -82,6 +96,8 @@ def audit_shopper(
         audit.places["session links (Redis)"] = sum(len(owners.sessions(p)) for p in candidates)
     else:
         audit.notes.append("no Redis URL: in-process sessions and caches of running servers are not inspected")
+    for place, store in _precomputed(artifacts, redis_url).items():
+        audit.places[place] = store.count(shoppers=candidates)
     registry = ArtifactRegistry(artifacts)
     versions = [info.version for info in registry.versions()]
     audit.bundle = version or (max(versions) if versions else None)

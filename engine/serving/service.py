@@ -14,6 +14,11 @@ strategy ``personalised`` is the Personaliser's generated set (session fold-in i
 the catalogue's photos of its most popular items, the same for everyone. :mod:`engine.serving.arms` chooses the
 experiment and the arm and records the exposure before the set is returned; when the event store fails it shows
 the control arm's set and says so (``ShownSet.experiment_skipped``), never an error.
+
+Precomputed sets: the Personaliser's set for a request without session events is looked up first among the sets
+a batch job made in advance (:mod:`engine.serving.precomputed`; the SQLite file in the artifacts root unless
+``SharedState.precomputed`` names another store); a session with events, a session event posted under the
+shopper's token, and erasure drop the shopper's stored sets.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from engine.serving.latents import LatentStore, MemoryLatentStore
 from engine.serving.limits import AdmissionGate
 from engine.serving.metrics import ServingMetrics
 from engine.serving.personaliser import Personaliser
+from engine.serving.precomputed import PrecomputedSets, SetParams
+from engine.serving.precomputed_store import PrecomputedStore, SqlitePrecomputedStore
 from engine.serving.privacy import MASKED_PREFIX, Erasure, Identities, SessionOwners, drop_sessions, forget
 from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
 from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
@@ -82,6 +89,7 @@ class SharedState:
     image_key: bytes | None = None
     owners: SessionOwners = field(default_factory=SessionOwners)
     pseudonyms: Pseudonymiser | None = None  # None: the keyring in the artifacts root
+    precomputed: PrecomputedStore | None = None  # sets made in advance; None: the SQLite file in the artifacts root
 
 
 class Service:
@@ -116,6 +124,11 @@ class Service:
         self._refused: set[str] = set()
         self._popular_sets: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
         self.metrics = metrics or ServingMetrics()
+        self.precomputed = PrecomputedSets(
+            shared.precomputed or SqlitePrecomputedStore.under(self.registry.root),
+            self.config,
+            on_lookup=lambda hit: self.metrics.precomputed_set(hit=hit),
+        )
         # one gate for every bundle this service loads: generations in flight on the old one still count
         self.gate = AdmissionGate(
             max_running=self.config.max_concurrent_generations,
@@ -218,6 +231,7 @@ class Service:
         new = [p for p in erased if p not in self._erased_seen]
         if new:
             drop_sessions(new, sessions=self.sessions, owners=self.owners)
+            self.precomputed.forget(new)
         if new and self._personaliser is not None:
             self._personaliser.forget_cached([*new, *(MASKED_PREFIX + p for p in new)])
         self._erased_seen = set(erased)
@@ -228,7 +242,8 @@ class Service:
 
         def purge(ids: list[str]) -> dict[str, int]:
             p = self._personaliser
-            return p.forget_cached([*ids, *(MASKED_PREFIX + i for i in ids)]) if p is not None else {}
+            cached = p.forget_cached([*ids, *(MASKED_PREFIX + i for i in ids)]) if p is not None else {}
+            return {**cached, "precomputed_sets": self.precomputed.forget(ids)}
 
         return forget(
             candidates,
@@ -261,14 +276,20 @@ class Service:
         with personaliser.gate.admit():
             return personaliser.enhancer.restore_png(data)
 
-    def add_session_events(self, session_id: str, events: list[SessionEvent]) -> int:
+    def add_session_events(self, session_id: str, events: list[SessionEvent], *, owner: str | None = None) -> int:
         """Store events of catalogue items; raise UnknownItems naming the others (nothing is stored then), and
-        SessionStoreUnavailable when the session store does not answer."""
+        SessionStoreUnavailable when the session store does not answer. ``owner``: the pseudonym of the shopper
+        whose token posted them: the session is linked to them (for erasure) and the sets precomputed for them
+        are dropped, so that their next set is made afresh."""
         catalogue = self.personaliser.catalogue
         unknown = sorted({e.item_id for e in events if e.item_id not in catalogue.rows})
         if unknown:
             raise UnknownItems(unknown)
-        return self.sessions.add(session_id, events)
+        total = self.sessions.add(session_id, events)
+        if owner is not None:
+            self.owners.link(owner, session_id)
+            self.precomputed.forget([owner])
+        return total
 
     def _popular(self, request: _SetRequest) -> PopularSet:
         """The catalogue's popular set, cached per (bundle, n, neighbours, filters): the same for every shopper."""
@@ -342,11 +363,22 @@ class Service:
             return None
 
     def _personalised(self, request: _SetRequest) -> ImageSet:
-        return self.personaliser.image_set(
+        personaliser = self.personaliser  # one bundle for the whole answer
+        session = self._session(request.session_id)
+        if session:  # the shopper did something since any set made in advance: theirs are made afresh from now
+            self.precomputed.forget([request.lookup_id])
+        else:
+            params = SetParams(
+                n=request.n, neighbours=request.neighbours, classes=request.classes, in_stock_only=request.in_stock_only
+            )
+            stored = self.precomputed.lookup(personaliser, request.lookup_id, params)
+            if stored is not None:
+                return stored
+        return personaliser.image_set(
             request.lookup_id,
             request.n,
             neighbours=request.neighbours,
-            session=self._session(request.session_id),
+            session=session,
             classes=request.classes,
             in_stock_only=request.in_stock_only,
         )
