@@ -9,7 +9,7 @@ def tiny(arch: str = "dcgan", size: int = 16) -> GANConfig:
     return GANConfig(**TINY, image_size=size, d_width=4, arch=arch)
 
 
-@pytest.mark.parametrize("arch", ["dcgan", "resnet"])
+@pytest.mark.parametrize("arch", ["dcgan", "resnet", "upsample"])
 def test_shapes_and_range(arch):
     cfg = tiny(arch, 32)
     g, d = Generator(cfg).eval(), Discriminator(cfg).eval()
