@@ -20,6 +20,7 @@ import torch
 from engine.artifacts.registry import BUNDLE_SCHEMA_VERSION, CHECKSUMS, BundleRefused, bundle_checksums
 from features.attributes import AttributeEncoder
 from features.weighting import WeightingConfig
+from models.cascade import CascadeDiscriminator, CascadeGenerator, load_discriminator, load_generator
 from models.classifier import AttributeClassifier
 from models.embeddings import EmbeddingModel
 from models.gan import Discriminator, Generator
@@ -46,14 +47,15 @@ class Bundle:
     encoder: AttributeEncoder
     embeddings: EmbeddingModel
     weighting: WeightingConfig
-    generator: Generator
+    generator: Generator | CascadeGenerator  # called alike: (z, y) → images at the served size
     classifier: AttributeClassifier
     retriever: FaissRetriever
     image_root: Path | None
     embedding_rows: np.ndarray  # (n_items,) row of each catalogue item in the embedding model, or -1
     history: sp.csr_matrix  # (n_users, n_embedding_items) weighted training interactions, for session fold-in
     visual: VisualComponent | None = None  # image → item space (preference model, cold items)
-    discriminator: Discriminator | None = None  # the realism term of preference maximisation; with ``visual``
+    # the realism term of preference maximisation; with ``visual``
+    discriminator: Discriminator | CascadeDiscriminator | None = None
     sr: SRComponent | None = None  # super-resolution (×2, ×4) and restoration nets: served sizes and /v1/enhance
 
     @property
@@ -128,7 +130,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         cat_manifest = read_json(path / "catalogue" / "manifest.json")
         embeddings = EmbeddingModel.load(path / "embeddings")
         weighting = config_from_dict(WeightingConfig, read_json(path / "embeddings" / "weighting.json"))
-        generator = Generator.load(path / "generator", device=device)
+        generator = load_generator(path / "generator", device=device)
         classifier = AttributeClassifier.load(path / "classifier", device=device)
         retriever = FaissRetriever.load(path / "index")
         history = sp.csr_matrix(sp.load_npz(path / "embeddings" / "history.npz"))
@@ -138,7 +140,7 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         if (path / "visual").is_dir():
             _check_manifest(path / "visual", "visual", problems)
             visual = VisualComponent.load(path / "visual", device=device)
-            discriminator = Discriminator.load(path / "generator", device=device)
+            discriminator = load_discriminator(path / "generator", device=device)
         sr = None
         if (path / "sr").is_dir():
             _check_manifest(path / "sr", "sr", problems)
@@ -152,6 +154,11 @@ def load_bundle(path: Path, *, device: str = "cpu") -> Bundle:
         problems.append("catalogue has attribute values that the attribute encoder does not know")
     if tuple(generator.config.cardinalities) != encoder.cardinalities:
         problems.append(f"generator cardinalities {generator.config.cardinalities} != encoder {encoder.cardinalities}")
+    if classifier.config.image_size != generator.config.image_size:
+        problems.append(
+            f"the generator makes {generator.config.image_size} px images; the classifier reads "
+            f"{classifier.config.image_size} px"
+        )
     if tuple(classifier.config.cardinalities) != encoder.cardinalities:
         problems.append(
             f"classifier cardinalities {classifier.config.cardinalities} != encoder {encoder.cardinalities}"

@@ -18,6 +18,7 @@ _EVENTS_HELP = (
 def _cmd_train(args: argparse.Namespace) -> int:
     from engine.training.config import load_train_config
     from engine.training.pipeline import train_bundle
+    from engine.training.warm_start import ContinueFrom
 
     if not args.data:
         raise ValueError("vitrine train needs --data (a demo store or an H&M folder)")
@@ -34,6 +35,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         show_progress=progress(args),
         promote=args.promote,
         events=args.events or (),
+        continue_from=ContinueFrom(version=args.continue_from, fresh=args.fresh),
     )
     print(f"bundle {version} written to {Path(args.artifacts) / version}" + (" and promoted" if args.promote else ""))
     if args.precompute:
@@ -100,6 +102,12 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="cpu or cuda for the GAN and classifier (default cpu)")
     train.add_argument("--promote", action="store_true", help="make the new bundle the serving one if it passes")
+    train.add_argument(
+        "--continue-from",
+        metavar="VERSION",
+        help="continue the GAN from this bundle's (default: from the serving bundle's when it fits the catalogue)",
+    )
+    train.add_argument("--fresh", action="store_true", help="train the GAN from scratch, continuing from no bundle")
     add_precompute_flag(train)
     add_no_progress(train)
     train.set_defaults(func=_cmd_train)

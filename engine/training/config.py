@@ -35,6 +35,20 @@ class GANArch:
     d_width: int = 16
     max_width: int = 256
     d_norm: str = "spectral"  # "group" for a private GAN (gan_training.privacy): DP-SGD cannot train spectral norm
+    # A cascade (models.cascade): the GAN trains and generates at base_size, and an SR net trained on the
+    # catalogue's (base_size, image_size) pairs for upscaler_seconds makes the served image_size. None: no cascade.
+    base_size: int | None = None
+    upscaler_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.base_size is not None and self.base_size not in (16, 32, 64):
+            raise ValueError(f"gan.base_size must be 16, 32 or 64 (or null for no cascade); got {self.base_size}")
+        if self.upscaler_seconds <= 0:
+            raise ValueError("gan.upscaler_seconds must be positive")
+
+    def model_fields(self) -> dict[str, Any]:
+        """The fields that are :class:`models.gan.GANConfig`'s (the cascade's are not)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("base_size", "upscaler_seconds")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,6 +80,11 @@ class TrainConfig:
             raise ValueError(f"image_size must be 32, 64 or 128; got {self.image_size}")
         if self.min_attribute_count < 1 or self.test_days < 1 or self.eval_k < 1:
             raise ValueError("min_attribute_count, test_days and eval_k must be positive")
+        if self.gan.base_size is not None and self.image_size // self.gan.base_size not in (2, 4):
+            raise ValueError(
+                f"gan.base_size {self.gan.base_size} must be a half or a quarter of image_size {self.image_size} "
+                "(the cascade's upscaler enlarges by 2 or 4)"
+            )
         if self.gan_training.privacy.enabled and self.gan.d_norm != "group":
             raise ValueError(
                 "gan_training.privacy is on, but DP-SGD cannot train a spectrally normalised discriminator: "
@@ -119,7 +138,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "embeddings": {"factors": 16, "iterations": 5},
         "ranker": {"bag": 1, "max_iter": 20, "max_label_windows": 5, "embeddings": {"factors": 8, "iterations": 3}},
-        "gan": {"g_width": 8, "d_width": 8, "max_width": 32, "z_dim": 16, "embed_dim": 8},
+        "gan": {
+            "g_width": 8,
+            "d_width": 8,
+            "max_width": 32,
+            "z_dim": 16,
+            "embed_dim": 8,
+            "arch": "upsample",
+            "base_size": 32,
+            "upscaler_seconds": 2,
+        },
         "gan_training": {"steps": 4, "batch_size": 8, "log_every": 2},
         "classifier": {"width": 8, "feature_dim": 16},
         "classifier_training": {"epochs": 1, "batch_size": 16},

@@ -76,6 +76,18 @@ class GANTrainingResult(LoopResult):
     privacy: dict = field(default_factory=not_private)  # ε spent at δ (see ``PrivateStep.record``)
 
 
+@dataclass(frozen=True, kw_only=True)
+class GANWeights:
+    """A trained GAN's weights to continue from (a warm start): the three networks' state and the steps behind
+    them, so the EMA's warm-up carries on where it stopped instead of starting over."""
+
+    source: str  # where they came from, for logs and manifests (e.g. a bundle version)
+    generator: dict[str, torch.Tensor]
+    generator_ema: dict[str, torch.Tensor]
+    discriminator: dict[str, torch.Tensor]  # with its spectral norms' u and v
+    steps: int
+
+
 def build_gan(config: GANConfig, seed: int) -> tuple[Generator, Discriminator]:
     """Fresh generator and discriminator, initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
@@ -119,6 +131,14 @@ class GANTraining(GeneratorTraining):
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=train_config.lr_d, betas=betas)
         aug = train_config.diffaugment
         self.diffaugment = diffaugment_default(len(data.images)) if aug is None else aug
+        self.steps_before = 0  # steps behind the starting weights (a warm start's)
+
+    def warm_start(self, weights: GANWeights) -> None:
+        """Start from ``weights`` instead of the seeded initialisation (the optimisers start afresh)."""
+        self.g.load_state_dict(weights.generator, strict=True)
+        self.g_ema.load_state_dict(weights.generator_ema, strict=True)
+        self.d.load_state_dict(weights.discriminator, strict=True)
+        self.steps_before = weights.steps
 
     def networks(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.g, "generator_ema": self.g_ema, "discriminator": self.d}
@@ -152,7 +172,7 @@ class GANTraining(GeneratorTraining):
         loss_g.backward()
         self.opt_g.step()
         # EMA with warm-up, so short runs are not dominated by the random initial weights.
-        steps = done + 1
+        steps = self.steps_before + done + 1
         ema_update(self.g_ema, g, min(self.train_config.ema_decay, (1.0 + steps) / (10.0 + steps)))
         return {**d_figures, "loss_g": loss_g.item()}
 
@@ -273,9 +293,11 @@ def train_gan(
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    warm_start: GANWeights | None = None,
     ranks: Ranks = SINGLE_PROCESS,
 ) -> GANTrainingResult:
-    """Train the conditional GAN; with ``resume`` continue from ``checkpoint_dir``'s checkpoint.
+    """Train the conditional GAN; with ``resume`` continue from ``checkpoint_dir``'s checkpoint, with
+    ``warm_start`` from another run's weights (a parent bundle's generator).
 
     All randomness (batches, noise, augmentation) comes from one ``torch.Generator`` seeded with ``seed`` and
     saved in checkpoints, so a resumed run continues the same random stream as an uninterrupted one. With
@@ -285,6 +307,11 @@ def train_gan(
     data = TrainingImages.checked(images, conditions, gan_config, model="GAN")
     trainer = PrivateGANTraining if train_config.privacy.enabled else GANTraining
     training = trainer(data, gan_config, train_config, seed=seed)
+    if warm_start is not None:
+        if isinstance(training, PrivateGANTraining):
+            raise ValueError("a private GAN cannot warm-start: the weights it would start from are not private")
+        training.warm_start(warm_start)
+        logger.info("GAN warm-started from %s (%d steps behind it)", warm_start.source, warm_start.steps)
     logger.info("GAN training with DiffAugment %s", "on" if training.diffaugment else "off")
     loop = run_training(
         training, checkpoint_dir=checkpoint_dir, resume=resume, show_progress=show_progress, ranks=ranks

@@ -2,10 +2,10 @@
 
 Steps, each timed and logged: read and validate the data; encode attributes; load catalogue images;
 weight events into a user × item matrix; fit embeddings on a time split to measure them, then on all
-events to serve; train the attribute classifier; train the conditional GAN; index the catalogue's image
-features in FAISS; train the visual encoder; train the super-resolution and restoration nets; write the bundle
-with manifests. The steps shared with the partial retrains (``engine.training.retrain``) live in
-``engine.training.components``.
+events to serve; train the attribute classifier; train the conditional GAN (a cascade's upscaler first;
+continued from the serving bundle's GAN where it fits); index the catalogue's image features in FAISS; train
+the visual encoder; train the super-resolution and restoration nets; write the bundle with manifests. The
+steps shared with the partial retrains (``engine.training.retrain``) live in ``engine.training.components``.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from engine.training.components import (
 )
 from engine.training.config import TrainConfig
 from engine.training.data import read_training_data
-from engine.training.gan import train_gan
+from engine.training.generator import generator_into
 from engine.training.retrain import retrain_embeddings, retrain_visual
 from engine.training.sr import sr_into
 from engine.training.sr_data import CatalogueImages
+from engine.training.warm_start import ContinueFrom
 from features.attributes import AttributeEncoder
 from features.images import load_images
 from features.schema import StoreData
 from models.classifier import ClassifierConfig
-from models.gan import GANConfig
 from models.io import config_to_dict, write_json
 from models.retriever import FaissRetriever
 
@@ -95,12 +95,17 @@ def train_bundle(
     show_progress: bool = True,
     promote: bool = False,
     events: Sequence[str] = (),
+    continue_from: ContinueFrom | None = None,
 ) -> str:
     """Train every component on the data at ``data_path`` and write a new bundle; return its version.
+
+    The GAN continues from the serving bundle's where it fits, or from the bundle ``continue_from`` names
+    (``engine.training.warm_start``).
 
     ``events`` are event store URLs whose stored shopper events (the API's own traffic) are added to the
     data's logs (see :func:`engine.training.data.read_training_data`); the manifest records where from.
     """
+    continue_from = continue_from or ContinueFrom()
     torch.manual_seed(config.seed)  # an entry point: every step below also takes the seed explicitly
     timer = Timer()
     read_at = time.time()  # shoppers erased from now on are masked in this bundle (engine.serving.privacy)
@@ -110,7 +115,9 @@ def train_bundle(
     registry = ArtifactRegistry(artifacts)
     manifest = Manifests(config.seed, fingerprint)
     with staged_bundle(registry, fingerprint) as (version, staging):
-        metrics = _train_into(staging, store, config, timer, manifest, show_progress)
+        metrics = _train_into(
+            staging, store, config, timer, manifest, show_progress, registry=registry, continue_from=continue_from
+        )
         extra = {
             "version": version,
             "data": data_record(store, data_path, service_events, read_at=read_at),
@@ -125,7 +132,15 @@ def train_bundle(
 
 
 def _train_into(
-    out: Path, store: StoreData, config: TrainConfig, timer: Timer, manifest: Manifests, show_progress: bool
+    out: Path,
+    store: StoreData,
+    config: TrainConfig,
+    timer: Timer,
+    manifest: Manifests,
+    show_progress: bool,
+    *,
+    registry: ArtifactRegistry,
+    continue_from: ContinueFrom,
 ) -> dict:
     seed = config.seed
     with timer.step("encode attributes and load catalogue images"):
@@ -180,37 +195,16 @@ def _train_into(
         )
 
     with timer.step("train conditional GAN"):
-        gcfg = GANConfig(
-            attribute_names=names,
-            cardinalities=card,
-            image_size=config.image_size,
-            **config_to_dict(config.gan),
-        )
-        result = train_gan(
+        trained = generator_into(
+            out / "generator",
             vis.images,
             image_codes,
-            gcfg,
-            config.gan_training,
-            seed=seed,
-            checkpoint_dir=out.parent / f".checkpoints-{out.name}" if config.gan_training.checkpoint_every else None,
+            vis.encoder,
+            config,
+            manifest,
+            registry=registry,
+            continue_from=continue_from,
             show_progress=show_progress,
-        )
-        gan_dir = out / "generator"
-        result.generator_ema.save(gan_dir)
-        result.discriminator.save(gan_dir)
-        write_json(
-            gan_dir / "manifest.json",
-            manifest(
-                "generator",
-                {"model": config_to_dict(gcfg), "training": config_to_dict(config.gan_training)},
-                {
-                    "steps": result.steps,
-                    "seconds": round(result.seconds, 1),
-                    "stopped_early": result.stopped_early,
-                },
-                history=result.history,
-                privacy=result.privacy,
-            ),
         )
 
     with timer.step("index catalogue image features"):
@@ -230,7 +224,7 @@ def _train_into(
             ),
         )
 
-    generator = {"steps": result.steps, "privacy": result.privacy}
+    generator = {**trained.record, "privacy": trained.result.privacy}
     metrics = {"validation": validation, "ranker": ranker, "classifier": cmetrics, "generator": generator}
     if config.visual.enabled:
         with timer.step("train visual encoder (DVBPR)"):
@@ -240,8 +234,8 @@ def _train_into(
                 vis.items.loc[vis.items["has_image"], "item_id"].to_numpy(),
                 image_codes,
                 classifier,
-                result.generator_ema,
-                result.discriminator,
+                trained.generator,
+                trained.discriminator,
                 matrix,
                 config,
                 manifest,

@@ -34,8 +34,8 @@ from engine.training.sr import SRTrainConfig, sr_into
 from engine.training.sr_data import CatalogueImages
 from features.attributes import AttributeEncoder
 from features.images import load_images
+from models.cascade import load_discriminator, load_generator
 from models.classifier import AttributeClassifier
-from models.gan import Discriminator, Generator
 from models.io import read_json
 
 
@@ -157,8 +157,8 @@ def retrain_visual(artifacts: Path, *, parent: str | None = None, show_progress:
             raise ValueError(f"{int((~ok).sum())} catalogue images of bundle {parent} no longer load from {root}")
         encoder = AttributeEncoder.from_dict(read_json(parent_dir / "catalogue" / "attributes.json"))
         classifier = AttributeClassifier.load(parent_dir / "classifier")
-        generator = Generator.load(parent_dir / "generator")
-        discriminator = Discriminator.load(parent_dir / "generator")
+        generator = load_generator(parent_dir / "generator")
+        discriminator = load_discriminator(parent_dir / "generator")
         matrix = sp.csr_matrix(sp.load_npz(parent_dir / "embeddings" / "history.npz"))
         with timer.step("train visual encoder (DVBPR)"):
             vmetrics = visual_into(
