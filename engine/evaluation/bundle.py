@@ -4,7 +4,8 @@
    ``test_days``; Recall/NDCG/MAP@K on the held-out purchases against global popularity.
 2. Generation — images for every catalogue condition, judged by the attribute classifier (trained on
    real catalogue images only): the share showing the requested class / colour / pattern, beside the
-   classifier's accuracy on held-out real images (the ceiling) and chance.
+   classifier's accuracy on held-out real images (the ceiling) and chance; the Fréchet distance beside its
+   real-vs-real floor and the checkerboard ratio (``engine.evaluation.fidelity``); on a demo store, its targets.
 3. Personalisation (demo store, which has hidden tastes) — for sampled shoppers, the share of their
    generated images whose *judged* class and colour are among their hidden top-2 classes and top-2
    colours, against (a) the non-personalised set (popular conditions), and (b) uniformly random
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from engine.artifacts.bundle import Bundle, load_bundle
 from engine.artifacts.registry import ArtifactRegistry
+from engine.evaluation.fidelity import demo_targets, fidelity_metrics
 from engine.evaluation.recommenders import ServedRanker
 from engine.recommend.baselines import build_interactions
 from engine.recommend.ranking import build_task, evaluate
@@ -34,7 +36,7 @@ from engine.serving.image_ids import stable_seed
 from engine.serving.personaliser import Personaliser
 from engine.training.classifier import predict
 from engine.training.config import TrainConfig, build_config
-from engine.training.pipeline import validate_embeddings
+from engine.training.pipeline import validate_embeddings, visual_catalogue
 from features.pseudonyms import load_or_create_keyring
 from features.readers import read_store
 from features.schema import StoreData
@@ -241,9 +243,28 @@ def evaluate_bundle(
             f"  {name:<10} {gen[f'accuracy_{name}']:>10.3f} "
             f"{(f'{real:.3f}' if real is not None else 'n/a'):>13} {gen[f'chance_{name}']:>8.3f}"
         )
+    t = time.perf_counter()
+    vis = visual_catalogue(store, config, show_progress=show_progress)
+    fid = fidelity_metrics(personaliser, vis.images, vis.codes[vis.items["has_image"].to_numpy()], seed=config.seed)
+    timings["fidelity"] = round(time.perf_counter() - t, 1)
+    report["generation"]["fidelity"] = fid
+    lines.append(
+        f"  Fréchet distance {fid['frechet_distance']:.2f}, real floor {fid['frechet_floor']:.2f} "
+        f"({fid['frechet_ratio']:.1f}× the floor; {fid['images_per_half']} images a side, classifier features)"
+    )
+    lines.append(
+        f"  checkerboard ratio {fid['checkerboard_ratio']:.2f} (energy at the Nyquist frequencies, generated "
+        "over real; about 1 without the artefact)"
+    )
 
     tastes_path = Path(data_path) / "hidden" / "tastes.json"
-    if tastes_path.is_file():
+    if tastes_path.is_file():  # a demo store: its generator targets too
+        targets = demo_targets(gen, fid)
+        report["generation"]["demo_targets"] = targets
+        lines.append("  demo-store targets:")
+        for row in targets:
+            lines.append(f"    {row['target']:<40} {row['value']:>8.3f}  {'PASS' if row['met'] else 'MISS'}")
+
         from engine.world import load_tastes
 
         t = time.perf_counter()
