@@ -31,7 +31,7 @@ from engine.artifacts.bundle import load_bundle
 from engine.artifacts.registry import ArtifactRegistry
 from engine.serving.config import PersonaliserConfig
 from engine.serving.personaliser import Personaliser
-from engine.serving.precomputed import SetParams, stored_entry
+from engine.serving.precomputed import SetParams, known_shoppers, stored_entry
 from engine.serving.precomputed_store import PrecomputedStore, SqlitePrecomputedStore
 from engine.serving.privacy import Identities
 
@@ -48,14 +48,6 @@ def job_config(params: SetParams) -> PersonaliserConfig:
         set_cache_size=1,
         cache_size=max(64, 2 * params.n),
     )
-
-
-def known_shoppers(personaliser: Personaliser) -> list[str]:
-    """Every shopper the bundle knows (its embeddings' and its ranker's), by pseudonym, sorted."""
-    users = set(personaliser.bundle.embeddings.user_ids.astype(str))
-    if personaliser.ranker is not None:
-        users |= set(personaliser.ranker.user_ids)
-    return sorted(users)
 
 
 def render_sets(
@@ -79,8 +71,9 @@ def render_sets(
 class SetRenderer:
     """A Ray Data actor: loads the bundle once, then renders the batches of shoppers it is handed.
 
-    Each output batch carries, per shopper, the entry and the seconds spent rendering it, and the seconds the
-    actor took to load the bundle on its first batch (0 after), so the driver can tell work from set-up."""
+    Each output batch carries, per shopper, the entry, the seconds spent rendering it (wall clock, and the
+    actor process's CPU time), and the seconds the actor took to load the bundle on its first batch (0 after), so
+    the driver can tell work from set-up, and work from waiting for a CPU that other jobs hold."""
 
     def __init__(
         self, *, bundle_path: str, key: bytes, params: SetParams, pngs: bool = False, torch_threads: int = 1
@@ -95,9 +88,9 @@ class SetRenderer:
         self._load_seconds = time.perf_counter() - started
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         rows = render_sets(self.personaliser, [str(s) for s in batch["shopper"]], self.params, pngs=self.pngs)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         n = len(rows)
         load = np.zeros(n)
         if n:
@@ -106,6 +99,7 @@ class SetRenderer:
             "shopper": np.array([s for s, _ in rows], dtype=object),
             "entry": np.array([e for _, e in rows], dtype=object),
             "seconds": np.full(n, seconds / max(n, 1)),
+            "cpu_seconds": np.full(n, cpu_seconds / max(n, 1)),
             "load_seconds": load,
         }
 
@@ -123,6 +117,7 @@ class BatchReport:
     workers: int = 0  # render actors (one CPU each)
     wall_seconds: float = 0.0  # from the start of Ray to the last write and the pruning
     render_seconds: float = 0.0  # summed over the actors: rendering only
+    render_cpu_seconds: float = 0.0  # the same in CPU time: what rendering costs on a machine nothing else uses
     load_seconds: float = 0.0  # summed over the actors: loading the bundle
     pruned: int = 0  # entries of other versions deleted
     ray: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +125,7 @@ class BatchReport:
     def to_dict(self) -> dict[str, Any]:
         per_core_render = self.sets / self.render_seconds if self.render_seconds else 0.0
         per_core_wall = self.sets / (self.wall_seconds * self.workers) if self.wall_seconds else 0.0
+        per_cpu = self.sets / self.render_cpu_seconds if self.render_cpu_seconds else 0.0
         return {
             "version": self.version,
             "store": self.store,
@@ -144,6 +140,8 @@ class BatchReport:
             "sets_per_second": round(self.sets / self.wall_seconds, 3) if self.wall_seconds else 0.0,
             "sets_per_second_per_core": round(per_core_wall, 3),
             "render_sets_per_second_per_core": round(per_core_render, 3),
+            "render_cpu_seconds": round(self.render_cpu_seconds, 3),
+            "render_sets_per_cpu_second": round(per_cpu, 3),
             "core_hours_per_million_sets": round(ONE_MILLION / per_core_render / 3600, 2) if per_core_render else None,
             "hours_per_million_sets_on_these_workers": (
                 round(ONE_MILLION / per_core_render / self.workers / 3600, 2) if per_core_render else None
@@ -159,8 +157,9 @@ class BatchReport:
             f"shoppers erased meanwhile left out, {self.pruned} entries of other versions pruned)",
             f"  {self.workers} worker(s), {d['wall_seconds']:.1f} s end to end: {d['sets_per_second']:.2f} sets/s, "
             f"{d['sets_per_second_per_core']:.2f} sets/s per core",
-            f"  rendering alone: {d['render_sets_per_second_per_core']:.2f} sets/s per core "
-            f"(bundle loads {d['bundle_load_seconds']:.1f} s in all)",
+            f"  rendering alone: {d['render_sets_per_second_per_core']:.2f} sets/s per core, "
+            f"{d['render_sets_per_cpu_second']:.2f} sets per CPU-second (bundle loads {d['bundle_load_seconds']:.1f} s "
+            "in all)",
         ]
         if d["core_hours_per_million_sets"] is not None:
             lines.append(
@@ -302,4 +301,5 @@ def _write(
         entries.append((str(shopper), params_key, bytes(entry)))
     report.sets += store.put_many(version, entries)
     report.render_seconds += float(np.sum(batch["seconds"]))
+    report.render_cpu_seconds += float(np.sum(batch["cpu_seconds"]))
     report.load_seconds += float(np.sum(batch["load_seconds"]))

@@ -1,4 +1,5 @@
-"""``vitrine bench``: benchmarks, run on demand (HTTP load, personalised-set latency, embeddings, index)."""
+"""``vitrine bench``: benchmarks, run on demand (HTTP load, personalised-set latency, precomputed sets, embeddings,
+index)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,24 @@ def _cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_precomputed(args: argparse.Namespace) -> int:
+    from engine.benchmarks.precomputed import run_precomputed_benchmark
+    from engine.cli.batch import image_key
+    from engine.serving.precomputed_store import open_precomputed_store
+
+    artifacts = Path(args.artifacts)
+    redis_url = args.redis_url or os.environ.get("VITRINE_REDIS_URL") or None
+    report = run_precomputed_benchmark(
+        artifacts,
+        store=open_precomputed_store(artifacts, redis_url),
+        key=image_key(artifacts),
+        **from_args(args, "requests", "n", "neighbours"),
+    )
+    print(report.render())
+    write_json(args.json, report.to_dict())
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     """Add ``vitrine bench`` and its subcommands; returns the group that ``bench generator`` joins."""
     bench = sub.add_parser("bench", help="benchmarks (run on demand)").add_subparsers(
@@ -96,6 +115,17 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     pb.add_argument("--threads", type=int, default=1, help="torch threads (the API's default is 1)")
     add_json(pb)
     pb.set_defaults(func=_cmd_personalise)
+
+    prb = bench.add_parser(
+        "precomputed", help="stored image sets against fresh ones: served, equal, and the latency of each (p50/p99)"
+    )
+    add_artifacts(prb)
+    prb.add_argument("--requests", type=int, default=30, help="the first N shoppers the batch job renders")
+    prb.add_argument("--n", type=int, default=8, help="images per set, as the job rendered them")
+    prb.add_argument("--neighbours", type=int, default=4, help="items per image, as the job rendered them")
+    prb.add_argument("--redis-url", help="read this Redis (default $VITRINE_REDIS_URL; unset: the SQLite file)")
+    add_json(prb)
+    prb.set_defaults(func=_cmd_precomputed)
 
     embb = bench.add_parser("embeddings", help="training overhead over implicit, session latency, FAISS vs numpy")
     embb.add_argument("--data", help="use this store's matrix (default: a synthetic 50k × 20k power-law matrix)")

@@ -226,3 +226,12 @@ def stored_entry(personaliser: Personaliser, image_set: ImageSet, *, pngs: bool 
             latents[key] = raw
     rendered = {img.image_id: personaliser.render_png(img.image_id) for img in image_set.images} if pngs else None
     return encode_set(image_set, latents, rendered)
+
+
+def known_shoppers(personaliser: Personaliser) -> list[str]:
+    """Every shopper the bundle knows (its embeddings' and its ranker's), by pseudonym, sorted: whom the batch job
+    renders, in this order."""
+    users = set(personaliser.bundle.embeddings.user_ids.astype(str))
+    if personaliser.ranker is not None:
+        users |= set(personaliser.ranker.user_ids)
+    return sorted(users)

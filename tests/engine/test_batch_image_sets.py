@@ -9,9 +9,9 @@ import time
 import pytest
 
 from engine.artifacts.bundle import load_bundle
-from engine.batch.image_sets import job_config, known_shoppers, precompute_image_sets, render_sets
+from engine.batch.image_sets import job_config, precompute_image_sets, render_sets
 from engine.serving.personaliser import Personaliser
-from engine.serving.precomputed import SetParams, decode_set
+from engine.serving.precomputed import SetParams, decode_set, known_shoppers
 from engine.serving.precomputed_store import SqlitePrecomputedStore
 from engine.serving.privacy import Identities
 

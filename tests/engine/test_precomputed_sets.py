@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from engine.artifacts.bundle import load_bundle
-from engine.batch.image_sets import job_config, known_shoppers, render_sets
+from engine.batch.image_sets import job_config, render_sets
 from engine.serving.config import PersonaliserConfig
 from engine.serving.personaliser import Personaliser
-from engine.serving.precomputed import SetParams, decode_set, encode_set, recipe
+from engine.serving.precomputed import SetParams, decode_set, encode_set, known_shoppers, recipe
 from engine.serving.precomputed_store import SqlitePrecomputedStore
 from engine.serving.service import Service, SharedState
 from engine.serving.sessions import SessionEvent
