@@ -143,6 +143,7 @@ class BatchReport:
             "render_cpu_seconds": round(self.render_cpu_seconds, 3),
             "render_sets_per_cpu_second": round(per_cpu, 3),
             "core_hours_per_million_sets": round(ONE_MILLION / per_core_render / 3600, 2) if per_core_render else None,
+            "cpu_hours_per_million_sets": round(ONE_MILLION / per_cpu / 3600, 2) if per_cpu else None,
             "hours_per_million_sets_on_these_workers": (
                 round(ONE_MILLION / per_core_render / self.workers / 3600, 2) if per_core_render else None
             ),
@@ -161,9 +162,10 @@ class BatchReport:
             f"{d['render_sets_per_cpu_second']:.2f} sets per CPU-second (bundle loads {d['bundle_load_seconds']:.1f} s "
             "in all)",
         ]
-        if d["core_hours_per_million_sets"] is not None:
+        if d["core_hours_per_million_sets"] is not None and d["cpu_hours_per_million_sets"] is not None:
             lines.append(
-                f"  1,000,000 shoppers: {d['core_hours_per_million_sets']:.1f} core-hours of rendering, "
+                f"  1,000,000 shoppers: {d['core_hours_per_million_sets']:.1f} core-hours of rendering at this rate "
+                f"({d['cpu_hours_per_million_sets']:.1f} CPU-hours), "
                 f"{d['hours_per_million_sets_on_these_workers']:.1f} h on {self.workers} worker(s)"
             )
         return "\n".join(lines)
