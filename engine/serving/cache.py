@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
@@ -33,6 +33,11 @@ class LruCache(Generic[V]):
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
+
+    def put_many(self, items: Iterable[tuple[Hashable, V]]) -> None:
+        """Put every (key, value), in order."""
+        for key, value in items:
+            self.put(key, value)
 
     def discard(self, key: Hashable) -> bool:
         """Drop ``key``; whether it was held."""

@@ -335,11 +335,9 @@ class Personaliser:
             logger.error("image set served without storing its latent codes: %s", exc)
 
     def keep_rendered(self, latents: dict[str, bytes], pngs: dict[str, bytes] | None = None) -> None:
-        """Keep what renders a set made elsewhere (a precomputed one): its latent codes in the latent store, so
-        its ids render on every worker that shares it, and its PNGs, when given, in this worker's image cache."""
+        """Keep a set made elsewhere (precomputed) renderable: its latent codes in the store, its PNGs in the cache."""
         self._keep_latents(latents)
-        for image_id, png in (pngs or {}).items():
-            self._pngs.put(image_id, png)
+        self._pngs.put_many((pngs or {}).items())
 
     def image_inputs(self, image_id: str) -> tuple[np.ndarray, int, np.ndarray | None]:
         """(condition codes (n_attributes,), noise seed, optimised latent code (z_dim,) or None) of an image id:

@@ -89,6 +89,19 @@ def test_a_served_precomputed_set_is_the_set_fresh_generation_gives(root, store,
     assert hits == len(shoppers) + 1 and misses == len(shoppers)
 
 
+def test_an_entry_with_pngs_serves_its_images_from_them(root, job, shoppers, tmp_path):
+    store = SqlitePrecomputedStore(tmp_path / "with-pngs.sqlite")
+    ((shopper, entry),) = render_sets(job, shoppers[:1], PARAMS, pngs=True)
+    store.put_many(job.version, [(shopper, PARAMS.key(job_config(PARAMS)), entry)])
+    service = _service(root, store)
+    shown = _set(service, shopper)
+    stored = decode_set(entry)
+    assert shown.precomputed and len(stored.pngs) == PARAMS.n
+    service.latents.delete_many(list(stored.latents))  # so the images can only come from the entry's PNGs
+    for img in shown.images:
+        assert service.render_png(img.image_id) == stored.pngs[img.image_id]
+
+
 def test_a_session_with_events_is_made_afresh_and_drops_the_stored_sets(root, store, shoppers, job):
     service = _service(root, store)
     shopper = shoppers[0]
