@@ -17,11 +17,12 @@ default, for one host: the job and every worker share the file (WAL: readers nev
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -256,30 +257,47 @@ class RedisPrecomputedStore:
 
         return int(self._call("delete precomputed sets", delete))
 
-    def _keys(self, shoppers: list[str] | None) -> list[bytes | str]:
-        if shoppers is not None:
-            return [self.prefix + s for s in shoppers]
-        return list(self.client.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000))
+    def _fields(self, shoppers: list[str] | None) -> Iterator[tuple[str, list[str]]]:
+        """(key, its fields) of these shoppers, or of every shopper the store holds, read 1,000 keys a round trip."""
+        keys: Iterable[Any] = (
+            [self.prefix + s for s in shoppers]
+            if shoppers is not None
+            else self.client.scan_iter(match=_glob_escape(self.prefix) + "*", count=1000)
+        )
+        chunk: list[str] = []
+        for key in itertools.chain(keys, [None]):
+            if key is not None:
+                chunk.append(_text(key))
+            if chunk and (key is None or len(chunk) == 1000):
+                pipe = self.client.pipeline(transaction=False)
+                for k in chunk:
+                    pipe.hkeys(k)
+                yield from zip(chunk, [[_text(f) for f in fields] for fields in pipe.execute()], strict=True)
+                chunk = []
 
     def count(self, version: str | None = None, shoppers: list[str] | None = None) -> int:
         def count() -> int:
-            total = 0
-            for key in self._keys(shoppers):
-                fields: Any = self.client.hkeys(key)
-                total += sum(1 for f in fields if version is None or _text(f).split("|", 1)[0] == version)
-            return total
+            return sum(
+                1
+                for _, fields in self._fields(shoppers)
+                for f in fields
+                if version is None or f.split("|", 1)[0] == version
+            )
 
         return int(self._call("count precomputed sets", count))
 
     def prune(self, keep: set[str]) -> int:
         def prune() -> int:
-            dropped = 0
-            for key in self._keys(None):
-                fields: Any = self.client.hkeys(key)
-                old = [f for f in fields if _text(f).split("|", 1)[0] not in keep]
+            dropped, pipe, queued = 0, self.client.pipeline(transaction=False), 0
+            for key, fields in self._fields(None):
+                old = [f for f in fields if f.split("|", 1)[0] not in keep]
                 if old:
-                    dropped += int(self.client.hdel(key, *old))
-            return dropped
+                    pipe.hdel(key, *old)
+                    queued += 1
+                if queued == 1000:
+                    dropped += sum(int(n) for n in pipe.execute())
+                    queued = 0
+            return dropped + sum(int(n) for n in pipe.execute())
 
         return int(self._call("prune precomputed sets", prune))
 

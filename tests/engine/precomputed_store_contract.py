@@ -55,3 +55,11 @@ class PrecomputedStoreContract:
         assert store.prune({"new"}) == 2
         assert store.count() == 1 and store.get("new", "ps1-a", PARAMS) == b"3"
         assert store.get("old", "ps1-b", PARAMS) is None
+
+    def test_count_and_prune_reach_every_shopper_of_a_large_store(self):
+        store = self.make()
+        store.put_many("old", [(f"ps1-{k:05d}", PARAMS, b"x") for k in range(2_005)])  # more than one read's keys
+        store.put_many("new", [(f"ps1-{k:05d}", PARAMS, b"y") for k in range(0, 2_005, 2)])
+        assert store.count() == 2_005 + 1_003 and store.count("new") == 1_003
+        assert store.prune({"new"}) == 2_005
+        assert store.count() == 1_003 and store.get("new", "ps1-02004", PARAMS) == b"y"
