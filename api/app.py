@@ -97,13 +97,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     settings.redis_url,
                     ttl_seconds=settings.session_ttl_seconds,
                     memory_bytes=settings.session_memory_bytes,
+                    redis_prefix=settings.redis_prefix,
                 ),
                 # optimised images' latent codes: in Redis with redis_url, else in this process
-                latents=open_latent_store(settings.redis_url, ttl_seconds=settings.image_ttl_seconds),
+                latents=open_latent_store(
+                    settings.redis_url, ttl_seconds=settings.image_ttl_seconds, redis_prefix=settings.redis_prefix
+                ),
                 image_key=image_key,
-                owners=SessionOwners.open(settings.redis_url, ttl_seconds=settings.session_ttl_seconds),
+                owners=SessionOwners.open(
+                    settings.redis_url, ttl_seconds=settings.session_ttl_seconds, redis_prefix=settings.redis_prefix
+                ),
                 # sets `vitrine batch image-sets` made in advance: in Redis with redis_url, else the artifacts' SQLite
-                precomputed=open_precomputed_store(settings.artifacts, settings.redis_url),
+                precomputed=open_precomputed_store(
+                    settings.artifacts, settings.redis_url, redis_prefix=settings.redis_prefix
+                ),
             ),
             metrics=serving_metrics,
         )

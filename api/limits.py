@@ -31,7 +31,10 @@ GENERATING = {
 def install_limits(app: FastAPI, settings: Settings) -> None:
     """Add the limits middleware and the overload answer to ``app``, and state the limits in its OpenAPI."""
     limiter = open_rate_limiter(
-        settings.redis_url, rate=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        settings.redis_url,
+        rate=settings.rate_limit_per_second,
+        burst=settings.rate_limit_burst,
+        redis_prefix=settings.redis_prefix,
     )
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_body_bytes, limiter=limiter)
 

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from engine.serving.image_ids import MIN_KEY_BYTES
+from engine.serving.redis_client import DEFAULT_PREFIX, check_prefix
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,11 @@ class Settings(BaseSettings):
         None,
         description="redis://host:6379/0: session events and image latents shared by every worker and host; "
         "unset, they live in this process (one worker)",
+    )
+    redis_prefix: str = Field(
+        DEFAULT_PREFIX,
+        description="with redis_url: what every key starts with (letters, digits, _.:-); deployments that share one "
+        "Redis each need their own, and every host of one deployment the same",
     )
     session_ttl_seconds: int = Field(
         86_400, ge=60, description="with redis_url: a session expires this long after its last event"
@@ -114,6 +120,11 @@ class Settings(BaseSettings):
                     "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
         return keys
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _a_key_prefix(cls, prefix: str) -> str:
+        return check_prefix(prefix)
 
     @field_validator("image_key", "metrics_token")
     @classmethod

@@ -1,7 +1,8 @@
 """``vitrine batch image-sets``: render every known shopper's image set in advance, on Ray Data.
 
-The image key and the Redis URL are read here, from the same variables the API reads (``VITRINE_IMAGE_KEY``,
-``VITRINE_REDIS_URL``), so that the job signs ids the API accepts and writes where the API reads.
+The image key, the Redis URL and its key prefix are read here, from the same variables the API reads
+(``VITRINE_IMAGE_KEY``, ``VITRINE_REDIS_URL``, ``VITRINE_REDIS_PREFIX``), so that the job signs ids the API
+accepts and writes where the API reads.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def precompute(
         artifacts,
         key=image_key(artifacts),
         version=version,
-        store=open_precomputed_store(artifacts, redis_url),
+        store=open_precomputed_store(
+            artifacts, redis_url, redis_prefix=os.environ.get("VITRINE_REDIS_PREFIX", "vitrine:")
+        ),
         params=SetParams(n=n, neighbours=neighbours),
         limit=limit,
         ray_address=ray_address,

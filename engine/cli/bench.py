@@ -63,7 +63,9 @@ def _cmd_precomputed(args: argparse.Namespace) -> int:
     redis_url = args.redis_url or os.environ.get("VITRINE_REDIS_URL") or None
     report = run_precomputed_benchmark(
         artifacts,
-        store=open_precomputed_store(artifacts, redis_url),
+        store=open_precomputed_store(
+            artifacts, redis_url, redis_prefix=os.environ.get("VITRINE_REDIS_PREFIX", "vitrine:")
+        ),
         key=image_key(artifacts),
         **from_args(args, "requests", "n", "neighbours"),
     )

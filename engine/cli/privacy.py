@@ -16,13 +16,22 @@ def _stores(p: argparse.ArgumentParser) -> None:
     add_artifacts(p)
     p.add_argument("--database-url", default=os.environ.get("VITRINE_DATABASE_URL", DEFAULT_DATABASE))
     p.add_argument("--redis-url", default=os.environ.get("VITRINE_REDIS_URL"), help="the servers' shared sessions")
+    p.add_argument(
+        "--redis-prefix",
+        default=os.environ.get("VITRINE_REDIS_PREFIX", "vitrine:"),
+        help="the servers' Redis key prefix (default $VITRINE_REDIS_PREFIX, else vitrine:)",
+    )
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
     from engine.serving.privacy_ops import forget_shopper
 
     result = forget_shopper(
-        args.user_id, artifacts=Path(args.artifacts), database_url=args.database_url, redis_url=args.redis_url
+        args.user_id,
+        artifacts=Path(args.artifacts),
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        redis_prefix=args.redis_prefix,
     )
     print(json.dumps(result.to_dict(), indent=2))
     print("erased: serving treats them as new from now on; the next `vitrine train` leaves their data out")
@@ -37,6 +46,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         artifacts=Path(args.artifacts),
         database_url=args.database_url,
         redis_url=args.redis_url,
+        redis_prefix=args.redis_prefix,
         version=args.version,
     )
     for place, count in audit.places.items():

@@ -150,8 +150,11 @@ class RedisLatentStore:
             raise LatentStoreUnavailable(f"could not delete latent codes in {self.where}: {exc}") from exc
 
 
-def open_latent_store(redis_url: str | None, *, ttl_seconds: int = WEEK_SECONDS) -> LatentStore:
-    """The latent store a server process uses: in this process without ``redis_url``, else in Redis.
+def open_latent_store(
+    redis_url: str | None, *, ttl_seconds: int = WEEK_SECONDS, redis_prefix: str = redis_client.DEFAULT_PREFIX
+) -> LatentStore:
+    """The latent store a server process uses: in this process without ``redis_url``, else in Redis, under
+    ``<redis_prefix>latent:``.
 
     A URL that is not a Redis URL is a ValueError (the start-up stops). A Redis that does not answer now is
     logged and kept: sets are still served (their codes not stored, see ``Personaliser``), and optimised
@@ -159,7 +162,8 @@ def open_latent_store(redis_url: str | None, *, ttl_seconds: int = WEEK_SECONDS)
     """
     if not redis_url:
         return MemoryLatentStore()
-    store = RedisLatentStore.from_url(redis_url, ttl_seconds=ttl_seconds)
+    prefix = redis_client.check_prefix(redis_prefix) + "latent:"
+    store = RedisLatentStore.from_url(redis_url, ttl_seconds=ttl_seconds, prefix=prefix)
     if problem := store.problem():
         logger.error("latent store: %s; optimised images answer 503 until it answers", problem)
     else:

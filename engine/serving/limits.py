@@ -126,13 +126,18 @@ class RedisRateLimiter:
             return 0.0
 
 
-def open_rate_limiter(redis_url: str | None, *, rate: float, burst: int) -> RateLimiter | None:
+def open_rate_limiter(
+    redis_url: str | None, *, rate: float, burst: int, redis_prefix: str = redis_client.DEFAULT_PREFIX
+) -> RateLimiter | None:
     """The limiter a server process uses: None when ``rate`` is 0 (off), in Redis with ``redis_url`` (shared by
-    every host), else in this process."""
+    every host, under ``<redis_prefix>rate:``), else in this process."""
     if rate == 0:
         return None
     if redis_url:
-        return RedisRateLimiter(redis_client.connect(redis_url, timeout_seconds=0.25), rate=rate, burst=burst)
+        client = redis_client.connect(redis_url, timeout_seconds=0.25)
+        return RedisRateLimiter(
+            client, rate=rate, burst=burst, prefix=redis_client.check_prefix(redis_prefix) + "rate:"
+        )
     return MemoryRateLimiter(rate=rate, burst=burst)
 
 

@@ -310,13 +310,15 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-def open_precomputed_store(artifacts: Path, redis_url: str | None = None) -> PrecomputedStore:
-    """The store serving reads and the batch job writes: Redis with ``redis_url``, else the SQLite file under
-    ``artifacts``. A URL that is not a Redis URL is a ValueError; a Redis that does not answer now is logged and
-    kept (sets are made afresh until it answers)."""
+def open_precomputed_store(
+    artifacts: Path, redis_url: str | None = None, *, redis_prefix: str = redis_client.DEFAULT_PREFIX
+) -> PrecomputedStore:
+    """The store serving reads and the batch job writes: Redis with ``redis_url`` (under
+    ``<redis_prefix>precomputed:``), else the SQLite file under ``artifacts``. A URL that is not a Redis URL is a
+    ValueError; a Redis that does not answer now is logged and kept (sets are made afresh until it answers)."""
     if not redis_url:
         return SqlitePrecomputedStore.under(artifacts)
-    store = RedisPrecomputedStore.from_url(redis_url)
+    store = RedisPrecomputedStore.from_url(redis_url, prefix=redis_client.check_prefix(redis_prefix) + "precomputed:")
     if problem := store.problem():
         logger.error("precomputed image sets: %s; sets are made afresh until it answers", problem)
     return store

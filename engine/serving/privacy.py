@@ -60,16 +60,29 @@ class Identities:
 
 
 class SessionOwners:
-    """Which sessions each shopper (pseudonym) used: in this process, or in Redis with ``client``."""
+    """Which sessions each shopper (pseudonym) used: in this process, or in Redis with ``client`` (a set per
+    shopper, ``<prefix><pseudonym>``)."""
 
-    def __init__(self, client: redis.Redis | None = None, *, ttl_seconds: int = 86_400, max_users: int = 100_000):
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        *,
+        ttl_seconds: int = 86_400,
+        max_users: int = 100_000,
+        prefix: str = "vitrine:owner:",
+    ):
         self.client = client
         self.ttl_seconds = ttl_seconds
+        self.prefix = prefix
         self._local: LruCache[set[str]] = LruCache(max_users)
 
     @classmethod
-    def open(cls, redis_url: str | None, *, ttl_seconds: int = 86_400) -> SessionOwners:
-        return cls(redis_client.connect(redis_url) if redis_url else None, ttl_seconds=ttl_seconds)
+    def open(
+        cls, redis_url: str | None, *, ttl_seconds: int = 86_400, redis_prefix: str = redis_client.DEFAULT_PREFIX
+    ) -> SessionOwners:
+        """In Redis with ``redis_url``, under ``<redis_prefix>owner:``; else in this process."""
+        client = redis_client.connect(redis_url) if redis_url else None
+        return cls(client, ttl_seconds=ttl_seconds, prefix=redis_client.check_prefix(redis_prefix) + "owner:")
 
     def link(self, pseudonym: str, session_id: str) -> None:
         if self.client is None:
@@ -77,7 +90,7 @@ class SessionOwners:
             owned.add(session_id)
             self._local.put(pseudonym, owned)
             return
-        key = f"vitrine:owner:{pseudonym}"
+        key = self.prefix + pseudonym
         try:
             pipe = self.client.pipeline(transaction=False)
             pipe.sadd(key, session_id)
@@ -89,14 +102,14 @@ class SessionOwners:
     def sessions(self, pseudonym: str) -> set[str]:
         if self.client is None:
             return set(self._local.get(pseudonym) or ())
-        members: Any = self.client.smembers(f"vitrine:owner:{pseudonym}")
+        members: Any = self.client.smembers(self.prefix + pseudonym)
         return {m.decode() if isinstance(m, bytes) else str(m) for m in members}
 
     def drop(self, pseudonym: str) -> None:
         if self.client is None:
             self._local.discard(pseudonym)
         else:
-            self.client.delete(f"vitrine:owner:{pseudonym}")
+            self.client.delete(self.prefix + pseudonym)
 
 
 def drop_sessions(pseudonyms: Iterable[str], *, sessions: SessionStore, owners: SessionOwners) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.artifacts.registry import ArtifactRegistry
 from engine.experiments.eventstore import EventStore
+from engine.serving import redis_client
 from engine.serving.config import PersonaliserConfig
 from engine.serving.precomputed import PrecomputedSets
 from engine.serving.precomputed_store import PrecomputedStore, RedisPrecomputedStore, SqlitePrecomputedStore
@@ -24,24 +25,37 @@ from engine.serving.privacy import Erasure, Identities, SessionOwners, bundle_tr
 from engine.serving.sessions import MemorySessionStore, RedisSessionStore, SessionStore
 
 
-def _stores(redis_url: str | None) -> tuple[SessionStore, SessionOwners]:
+def _stores(redis_url: str | None, redis_prefix: str) -> tuple[SessionStore, SessionOwners]:
     if redis_url:
-        return RedisSessionStore.from_url(redis_url), SessionOwners.open(redis_url)
+        prefix = redis_client.check_prefix(redis_prefix)
+        sessions = RedisSessionStore.from_url(redis_url, prefix=prefix + "session:")
+        return sessions, SessionOwners.open(redis_url, redis_prefix=prefix)
     return MemorySessionStore(), SessionOwners()  # nothing shared to reach: the servers' own are masked
 
 
-def _precomputed(artifacts: Path, redis_url: str | None) -> dict[str, PrecomputedStore]:
+def _precomputed(artifacts: Path, redis_url: str | None, redis_prefix: str) -> dict[str, PrecomputedStore]:
     """Where precomputed sets may be: the SQLite file in the artifacts root, and Redis when a URL is given."""
     stores: dict[str, PrecomputedStore] = {"precomputed sets (SQLite)": SqlitePrecomputedStore.under(artifacts)}
     if redis_url:
-        stores["precomputed sets (Redis)"] = RedisPrecomputedStore.from_url(redis_url)
+        prefix = redis_client.check_prefix(redis_prefix) + "precomputed:"
+        stores["precomputed sets (Redis)"] = RedisPrecomputedStore.from_url(redis_url, prefix=prefix)
     return stores
 
 
-def forget_shopper(user_id: str, *, artifacts: Path, database_url: str, redis_url: str | None = None) -> Erasure:
+def forget_shopper(
+    user_id: str,
+    *,
+    artifacts: Path,
+    database_url: str,
+    redis_url: str | None = None,
+    redis_prefix: str = redis_client.DEFAULT_PREFIX,
+) -> Erasure:
+    """Erase a shopper (:func:`engine.serving.privacy.forget`) from the command line; ``redis_prefix``: the
+    servers' ``VITRINE_REDIS_PREFIX``."""
     identities = Identities(artifacts)
-    sessions, owners = _stores(redis_url)
-    precomputed = [PrecomputedSets(s, PersonaliserConfig()) for s in _precomputed(artifacts, redis_url).values()]
+    sessions, owners = _stores(redis_url, redis_prefix)
+    stores = _precomputed(artifacts, redis_url, redis_prefix).values()
+    precomputed = [PrecomputedSets(s, PersonaliserConfig()) for s in stores]
     with EventStore(database_url) as events:
         return forget(
             identities.pseudonyms.candidates(user_id),
@@ -77,7 +91,13 @@ class Audit:
 
 
 def audit_shopper(
-    user_id: str, *, artifacts: Path, database_url: str, redis_url: str | None = None, version: str | None = None
+    user_id: str,
+    *,
+    artifacts: Path,
+    database_url: str,
+    redis_url: str | None = None,
+    redis_prefix: str = redis_client.DEFAULT_PREFIX,
+    version: str | None = None,
 ) -> Audit:
     """What the event store, the shared sessions and the newest bundle (or ``version``) still hold of a shopper,
     by every pseudonym they have under the keyring's keys. For an erased shopper, what they did after the erasure
@@ -90,13 +110,13 @@ def audit_shopper(
         audit.places.update({f"event store: {k}": v for k, v in traces.items()})
         named_sessions = events.user_sessions(candidates)
     if redis_url:
-        sessions, owners = _stores(redis_url)
+        sessions, owners = _stores(redis_url, redis_prefix)
         linked = set().union(*(owners.sessions(p) for p in candidates)) | named_sessions
         audit.places["sessions (Redis)"] = sum(bool(sessions.get(s)) for s in linked)
         audit.places["session links (Redis)"] = sum(len(owners.sessions(p)) for p in candidates)
     else:
         audit.notes.append("no Redis URL: in-process sessions and caches of running servers are not inspected")
-    for place, store in _precomputed(artifacts, redis_url).items():
+    for place, store in _precomputed(artifacts, redis_url, redis_prefix).items():
         audit.places[place] = store.count(shoppers=candidates)
     registry = ArtifactRegistry(artifacts)
     versions = [info.version for info in registry.versions()]

@@ -3,14 +3,32 @@
 Short timeouts and one immediate retry (for a pooled connection that a Redis restart closed), so that a Redis
 outage costs a request a fraction of a second rather than redis-py's default retries with back-off; a
 description of the server for logs and errors that leaves out the URL's credentials; and a check that it
-answers, for the start-up log.
+answers, for the start-up log; and the prefix that every key Vitrine writes in Redis starts with.
 """
 
 from __future__ import annotations
 
+import re
+
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+#: What every key Vitrine writes starts with (``vitrine:session:…``, ``vitrine:latent:…``); another prefix
+#: (``VITRINE_REDIS_PREFIX``) lets several deployments, or test runs, share one Redis. Redis Cluster has one
+#: database only, so there a prefix is the only way to keep them apart.
+DEFAULT_PREFIX = "vitrine:"
+# no braces (they would change a key's Cluster slot), glob characters or spaces: letters, digits and _.:-
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` when it may start Redis keys, else ValueError saying what one may hold."""
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ValueError(
+            f"a Redis key prefix is 1-64 letters, digits or _.:- (like {DEFAULT_PREFIX!r}); got {prefix[:80]!r}"
+        )
+    return prefix
 
 
 def connect(url: str, *, timeout_seconds: float = 0.5) -> redis.Redis:

@@ -266,9 +266,14 @@ def _event(member: str) -> SessionEvent:
 
 
 def open_session_store(
-    redis_url: str | None, *, ttl_seconds: int = 86_400, memory_bytes: int = 256 * 2**20
+    redis_url: str | None,
+    *,
+    ttl_seconds: int = 86_400,
+    memory_bytes: int = 256 * 2**20,
+    redis_prefix: str = redis_client.DEFAULT_PREFIX,
 ) -> SessionStore:
-    """The session store a server process uses: in this process without ``redis_url``, else in Redis.
+    """The session store a server process uses: in this process without ``redis_url``, else in Redis, under
+    ``<redis_prefix>session:``.
 
     A URL that is not a Redis URL is a ValueError: a misconfiguration that can never work stops the start-up.
     A Redis that does not answer now is logged as an error and kept, not replaced by an in-process store: the
@@ -278,7 +283,9 @@ def open_session_store(
     """
     if not redis_url:
         return MemorySessionStore(max_bytes=memory_bytes)
-    store = RedisSessionStore.from_url(redis_url, ttl_seconds=ttl_seconds)
+    store = RedisSessionStore.from_url(
+        redis_url, ttl_seconds=ttl_seconds, prefix=redis_client.check_prefix(redis_prefix) + "session:"
+    )
     problem = store.problem()
     if problem:
         logger.error("session store: %s; image sets are served without session events until it answers", problem)

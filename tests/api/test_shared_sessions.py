@@ -73,6 +73,28 @@ def test_an_app_on_redis_keeps_sessions_there(trained_artifacts, redis_url, sess
         assert 0 < raw.ttl(f"vitrine:session:{{{session_id}}}:events") <= 86_400
 
 
+@pytest.mark.redis
+def test_every_key_an_app_writes_starts_with_its_redis_prefix(trained_artifacts, redis_url, redis_prefix):
+    root, _ = trained_artifacts
+    settings = Settings(artifacts=root, redis_url=redis_url, redis_prefix=redis_prefix, rate_limit_per_second=100)
+    with TestClient(create_app(settings)) as client:
+        r = client.post("/v1/sessions/s-prefixed/events", json=views(catalogue_items(trained_artifacts, 2)))
+        assert r.status_code == 200, r.text
+        r = client.get("/v1/users/anon-prefixed/image-set", params={"n": 2, "session_id": "s-prefixed"})
+        assert r.status_code == 200 and r.json()["strategy"] == "session"
+    with redis.Redis.from_url(redis_url) as raw:
+        kinds = {key.decode()[len(redis_prefix) :].split(":")[0] for key in raw.scan_iter(match=f"{redis_prefix}*")}
+        assert {"session", "owner", "rate"} <= kinds, kinds  # the session, its shopper's link, the rate bucket
+        assert raw.zcard(f"{redis_prefix}session:{{s-prefixed}}:events") == 2
+        assert not raw.exists("vitrine:session:{s-prefixed}:events")  # nothing under the default prefix
+
+
+@pytest.mark.parametrize("prefix", ["", "two words", "{slot}:", "x*", "a" * 65])
+def test_a_redis_prefix_that_could_not_start_keys_is_refused(prefix):
+    with pytest.raises(ValueError, match="Redis key prefix is 1-64 letters"):
+        Settings(redis_url="redis://127.0.0.1:6379/0", redis_prefix=prefix)
+
+
 def test_without_redis_image_sets_serve_and_session_posts_are_503(trained_artifacts, caplog):
     root, _ = trained_artifacts
     settings = Settings(artifacts=root, redis_url=NOBODY_LISTENS)
