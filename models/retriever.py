@@ -12,8 +12,8 @@ the figures for d = 64 are measured in docs/results/2026-12-01-index-scale.md):
   every API worker loads its own copy.
 - ``ivfpq`` (IVF-PQ, Jégou et al. 2011, "Product quantization for nearest neighbor search"): each vector is
   stored as ``pq_m`` one-byte codes of its residual to its cell's centre (d/4 bytes: 16 at d = 64), plus its
-  id, about 24 bytes per item in memory. Codes alone cap recall@10 well below the 0.95 target on clustered
-  vectors (about 0.6 at d/4 bytes), so by default a shortlist of ``k·pq_refine_factor`` candidates is
+  id, about 25 bytes per item in memory. Codes alone cap recall@10 well below the 0.95 target on clustered
+  vectors, so by default a shortlist of k × ``pq_refine_factor`` (calibrated) candidates is
   re-ranked by exact inner product over the float vectors (faiss ``IndexRefineFlat``). Those floats are
   memory-mapped from the saved index when it is loaded (``IO_FLAG_MMAP_IFC``): the operating system keeps the
   pages that queries touch, shared by every worker, rather than each worker holding 4·d bytes per item.
@@ -23,13 +23,14 @@ Vectors are L2-normalised when ``metric="cosine"``, so inner product is cosine s
 
 An inverted file's one knob is ``nprobe``, the cells scanned per query. Rather than a constant that suits
 one data set, it is calibrated at build time: a sample of queries is searched at nprobe 1, 2, 4, … until
-recall@10 against exact search reaches ``ivf_target_recall``, or stops improving (IVF-PQ's codes can cap it;
-a warning then says so).
+recall@10 against exact search reaches ``ivf_target_recall``. For IVF-PQ, where more cells stop raising recall,
+the re-ranked shortlist is widened instead (16·k, 32·k, … 256·k); a warning says so if the target is out of
+reach.
 
 A saved retriever is a folder: ``config.json`` (the config it was built with), ``items.faiss``,
 ``item_ids.npz`` and ``index.json`` (``schema_version`` 2: the resolved index type, items, dimension,
-nprobe). Folders written before ``index.json`` existed (schema 1: flat, ivf or hnsw) are migrated on load by
-reading the type from the FAISS index itself.
+nprobe, IVF-PQ's shortlist factor). Folders written before ``index.json`` existed (schema 1: flat, ivf or
+hnsw) are migrated on load by reading the type from the FAISS index itself.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ INDEX_TYPES = ("auto", "flat", "ivf", "ivfpq", "hnsw")
 PQ_REFINES = ("exact", "none")
 INDEX_SCHEMA_VERSION = 2
 PLATEAU = 0.001  # a doubling of nprobe that gains less recall than this gains nothing
+DEFAULT_REFINE_FACTOR = 16  # IVF-PQ's re-ranked shortlist, k × this, where calibration starts
+MAX_REFINE_FACTOR = 256  # the widest shortlist calibration tries (k × 256 exact inner products a query)
 
 
 def ivf_flat_bytes_per_item(dim: int) -> int:
@@ -79,7 +82,7 @@ class RetrieverConfig:
     pq_m: int = 0  # IVF-PQ: one-byte codes per vector; 0 = pq_subquantizers(d), d/4 where d allows
     pq_nbits: int = 8  # IVF-PQ: bits per code (256 centroids per sub-space)
     pq_refine: str = "exact"  # IVF-PQ: "exact" re-ranks a shortlist by exact inner product; "none": codes only
-    pq_refine_factor: int = 16  # IVF-PQ: the shortlist holds k × this many candidates
+    pq_refine_factor: int = 0  # IVF-PQ: the shortlist holds k × this many; 0 = calibrated, from 16, with nprobe
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 256
@@ -96,8 +99,8 @@ class RetrieverConfig:
                 "flat_max_items and ivf_flat_max_bytes must be >= 0 and ivf_train_per_cell >= 39 "
                 "(k-means needs 39 points per cell)"
             )
-        if self.pq_m < 0 or not 1 <= self.pq_nbits <= 16 or self.pq_refine_factor < 1:
-            raise ValueError("pq_m must be >= 0, pq_nbits in 1..16 and pq_refine_factor >= 1")
+        if self.pq_m < 0 or not 1 <= self.pq_nbits <= 16 or self.pq_refine_factor < 0:
+            raise ValueError("pq_m must be >= 0, pq_nbits in 1..16 and pq_refine_factor >= 0 (0: calibrated)")
         if self.pq_refine not in PQ_REFINES:
             raise ValueError(f"pq_refine must be one of {PQ_REFINES}; got {self.pq_refine!r}")
 
@@ -158,7 +161,7 @@ def _build_ivfpq(x: np.ndarray, config: RetrieverConfig) -> faiss.Index:
     index: faiss.Index = ivf
     if config.pq_refine == "exact":
         index = faiss.IndexRefineFlat(ivf)  # keeps the float vectors beside the codes for the re-ranking
-        index.k_factor = float(config.pq_refine_factor)
+        index.k_factor = float(config.pq_refine_factor or DEFAULT_REFINE_FACTOR)
     _set_clustering(ivf, config)
     index.train(x)  # the cells, then the codebooks on residuals to the cells' centres (seeded by FAISS)
     index.add(x)
@@ -180,11 +183,16 @@ def calibrate_nprobe(index: faiss.Index, x: np.ndarray, config: RetrieverConfig,
     prepared vectors it holds. Queries at serving time need not lie on the items' manifold (generated images'
     features, user vectors), so the calibration asks for the target on (a) indexed vectors, their own entry
     left out, (b) normalised midpoints of random pairs of items, and (c) random directions, the hardest case
-    for an inverted file. Recall is against exact search. Where doubling nprobe stops raising recall before
-    the target (IVF-PQ: the codes or the shortlist limit it), the smallest nprobe at the best recall is kept
-    and a warning names the knobs that raise it.
+    for an inverted file. Recall is against exact search.
+
+    For a re-ranked IVF-PQ with ``pq_refine_factor=0``, a doubling of nprobe that no longer raises recall
+    means the shortlist, not the cells, limits it: the shortlist factor (``index.k_factor``, from 16) is then
+    doubled, back at the best nprobe so far, up to 256. Where nothing raises recall to the target, the
+    setting with the best recall is kept and a warning names the knobs. Sets ``nprobe`` (and ``k_factor``)
+    on the index and returns nprobe.
     """
     ivf = faiss.extract_index_ivf(index)
+    refine = index if isinstance(index, faiss.IndexRefine) and config.pq_refine_factor == 0 else None
     rng = np.random.default_rng(0)
     m = min(config.ivf_calibration_queries, len(x))
     sample = rng.choice(len(x), m, replace=False)
@@ -196,36 +204,45 @@ def calibrate_nprobe(index: faiss.Index, x: np.ndarray, config: RetrieverConfig,
         kinds.append((q, own))
     truths = [_neighbour_sets(faiss.knn(q, x, k + 1, metric=faiss.METRIC_INNER_PRODUCT)[1], own, k) for q, own in kinds]
 
-    def recall(nprobe: int) -> float:
+    def recall(nprobe: int, factor: float) -> float:
         ivf.nprobe = nprobe
+        if refine is not None:
+            refine.k_factor = factor
         per_kind = []
         for (q, own), truth in zip(kinds, truths, strict=True):
             found = _neighbour_sets(index.search(q, k + 1)[1], own, k)
             per_kind.append(np.mean([len(f & t) / max(len(t), 1) for f, t in zip(found, truth, strict=True)]))
         return float(min(per_kind))
 
-    nprobe, best, best_nprobe = 1, -1.0, 1
+    nprobe, factor = 1, float(getattr(index, "k_factor", 0.0))
+    best, best_at = -1.0, (nprobe, factor)
     while True:
-        r = recall(nprobe)
+        r = recall(nprobe, factor)
         if r >= config.ivf_target_recall:
             return nprobe
-        if r > best + PLATEAU:
-            best, best_nprobe = r, nprobe
-        elif not isinstance(ivf, faiss.IndexIVFFlat):
-            break  # codes, not cells, limit recall now: scanning more cells only costs time
-        if nprobe >= ivf.nlist:
+        gained = r > best + PLATEAU
+        if gained:
+            best, best_at = r, (nprobe, factor)
+        if nprobe < ivf.nlist and (gained or isinstance(ivf, faiss.IndexIVFFlat)):
+            nprobe = min(2 * nprobe, ivf.nlist)  # IVF-Flat: scanning every cell is exact, so go on to the end
+        elif refine is not None and factor < MAX_REFINE_FACTOR and best_at[1] == factor:
+            nprobe, factor = best_at[0], 2 * factor  # more cells no longer help: widen the re-ranked shortlist
+        else:
             break
-        nprobe = min(2 * nprobe, ivf.nlist)
+    ivf.nprobe, nprobe = best_at[0], best_at[0]
+    if refine is not None:
+        refine.k_factor = best_at[1]
     logger.warning(
-        "recall@%d reaches %.3f at best (nprobe %d of %d cells), below the target %.2f: for IVF-PQ raise "
-        "pq_refine_factor or pq_m, or use pq_refine='exact'; or lower ivf_target_recall",
+        "recall@%d reaches %.3f at best (nprobe %d of %d cells%s), below the target %.2f: for IVF-PQ raise "
+        "pq_m, or use pq_refine='exact' with pq_refine_factor=0 (calibrated); or lower ivf_target_recall",
         k,
         best,
-        best_nprobe,
+        nprobe,
         ivf.nlist,
+        f", shortlist {best_at[1]:g}·k" if refine is not None else "",
         config.ivf_target_recall,
     )
-    return best_nprobe
+    return nprobe
 
 
 def index_type_of(index: faiss.Index) -> str:
@@ -290,6 +307,11 @@ class FaissRetriever:
         """Cells an inverted file scans per query (None for flat and HNSW)."""
         return None if self.index_type in ("flat", "hnsw") else int(faiss.extract_index_ivf(self.index).nprobe)
 
+    @property
+    def refine_factor(self) -> float | None:
+        """IVF-PQ's re-ranked shortlist, in multiples of k (None without a re-ranking)."""
+        return float(self.index.k_factor) if isinstance(self.index, faiss.IndexRefine) else None
+
     def __len__(self) -> int:
         return int(self.index.ntotal)
 
@@ -321,7 +343,14 @@ class FaissRetriever:
             index.hnsw.efSearch = config.hnsw_ef_search
             index.add(x)
         retriever = cls(config, index, item_ids)
-        logger.info("indexed %d items × %d dimensions: %s (nprobe %s)", len(x), d, kind, retriever.nprobe)
+        logger.info(
+            "indexed %d items × %d dimensions: %s (nprobe %s, shortlist %s·k)",
+            len(x),
+            d,
+            kind,
+            retriever.nprobe,
+            retriever.refine_factor,
+        )
         return retriever
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,7 +383,10 @@ class FaissRetriever:
         faiss.write_index(self.index, str(directory / "items.faiss"))
         np.savez(directory / "item_ids.npz", item_ids=self.item_ids)
         info = {"schema_version": INDEX_SCHEMA_VERSION, "index_type": self.index_type, "items": len(self)}
-        write_json(directory / "index.json", {**info, "dim": self.dim, "nprobe": self.nprobe})
+        write_json(
+            directory / "index.json",
+            {**info, "dim": self.dim, "nprobe": self.nprobe, "refine_factor": self.refine_factor},
+        )
 
     @classmethod
     def load(cls, directory: Path) -> FaissRetriever:

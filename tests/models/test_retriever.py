@@ -1,5 +1,6 @@
 import json
 import logging
+from dataclasses import replace
 
 import faiss
 import numpy as np
@@ -63,6 +64,21 @@ def test_ivfpq_with_exact_reranking_reaches_its_recall_against_exact_search():
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth, strict=True)]) < 0.9
 
 
+def test_ivfpq_calibration_widens_the_shortlist_where_more_cells_stop_helping():
+    # two 6-bit codes per 16-d vector are coarse: at 16·k candidates the true top 10 is often not in the
+    # shortlist however many cells are scanned, so the calibration doubles the shortlist instead
+    x = clustered(6000, 16, 20, seed=11)
+    q = clustered(200, 16, 20, seed=12)
+    config = RetrieverConfig(index_type="ivfpq", pq_m=2, pq_nbits=6)
+    r = FaissRetriever.build(x, np.arange(len(x)).astype(str), config)
+    assert r.refine_factor is not None and r.refine_factor > 16
+    _, rows = r.search(q, 10)
+    truth = exact_top(x, q, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth, strict=True)]) >= 0.95
+    fixed = FaissRetriever.build(x, np.arange(len(x)).astype(str), replace(config, pq_refine_factor=16))
+    assert fixed.refine_factor == 16  # a factor that is set is kept
+
+
 def test_ivfpq_codes_only_warns_when_its_recall_target_is_out_of_reach(caplog):
     x = clustered(6000, 16, 40, seed=7)
     config = RetrieverConfig(index_type="ivfpq", pq_refine="none", pq_m=2, pq_nbits=6)
@@ -105,7 +121,14 @@ def test_auto_builds_the_type_it_resolves_and_records_it(tmp_path):
     assert r.index_type == "ivfpq" and r.config.index_type == "auto"
     r.save(tmp_path)
     info = json.loads((tmp_path / "index.json").read_text())
-    assert info == {"schema_version": 2, "index_type": "ivfpq", "items": 4000, "dim": 16, "nprobe": r.nprobe}
+    assert info == {
+        "schema_version": 2,
+        "index_type": "ivfpq",
+        "items": 4000,
+        "dim": 16,
+        "nprobe": r.nprobe,
+        "refine_factor": r.refine_factor,
+    }
     assert FaissRetriever.load(tmp_path).index_type == "ivfpq"
 
 
