@@ -25,6 +25,21 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generation(args: argparse.Namespace) -> int:
+    from engine.evaluation.generation import evaluate_generation
+
+    _, lines, json_path = evaluate_generation(
+        Path(args.data),
+        Path(args.artifacts),
+        out_dir=optional_path(args.out),
+        show_progress=progress(args),
+        **from_args(args, "version"),
+    )
+    print("\n".join(lines))
+    print(f"\nreport: {json_path}")
+    return 0
+
+
 def _cmd_recommenders(args: argparse.Namespace) -> int:
     from engine.evaluation.recommenders import evaluate_recommenders, render
 
@@ -221,6 +236,16 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     per.set_defaults(func=_cmd_personalisation)
 
     _register_privacy(ev_sub)
+
+    gen = ev_sub.add_parser(
+        "generation", help="the served generator alone: judged accuracy, Fréchet distance, checkerboard, targets"
+    )
+    gen.add_argument("--data", required=True, help="the data the bundle was trained on")
+    add_artifacts(gen)
+    add_version(gen)
+    gen.add_argument("--out", help="report folder (default <artifacts>/reports/<version>)")
+    add_no_progress(gen)
+    gen.set_defaults(func=_cmd_generation)
 
     ev.add_argument("--data")
     add_artifacts(ev)

@@ -22,27 +22,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from engine.artifacts.bundle import Bundle, load_bundle
-from engine.artifacts.registry import ArtifactRegistry
-from engine.evaluation.fidelity import demo_targets, fidelity_metrics
+from engine.artifacts.bundle import Bundle
+from engine.evaluation.generation import contact_sheet, generation_report
 from engine.evaluation.recommenders import ServedRanker
+from engine.evaluation.served import judge, served_bundle
 from engine.recommend.baselines import build_interactions
 from engine.recommend.ranking import build_task, evaluate
 from engine.serving.image_ids import stable_seed
 from engine.serving.personaliser import Personaliser
-from engine.training.classifier import predict
 from engine.training.config import TrainConfig, build_config
-from engine.training.pipeline import validate_embeddings, visual_catalogue
+from engine.training.pipeline import validate_embeddings
 from features.pseudonyms import load_or_create_keyring
 from features.readers import read_store
 from features.schema import StoreData
 from features.split import time_split
 from models.io import write_json
-from models.pixels import to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -56,36 +52,6 @@ class EvaluationReport:
 
     def render(self) -> str:
         return "\n".join(self.lines)
-
-
-def judge(bundle: Bundle, images: torch.Tensor) -> np.ndarray:
-    """(N, n_attributes) codes predicted by the bundle's classifier."""
-    return np.stack(predict(bundle.classifier, images), axis=1)
-
-
-def generation_metrics(
-    personaliser: Personaliser, *, per_condition: int = 2, max_images: int = 1024, seed: int = 0
-) -> dict:
-    bundle = personaliser.bundle
-    conds = personaliser.conditions.codes
-    rng = np.random.default_rng(seed)
-    reps = max(1, min(per_condition, max_images // max(1, len(conds))))
-    pick = np.repeat(np.arange(len(conds)), reps)
-    if len(pick) > max_images:
-        pick = rng.choice(pick, max_images, replace=False)
-    codes = conds[pick]
-    preds = []
-    for s in range(0, len(codes), 128):
-        batch = codes[s : s + 128]
-        imgs = personaliser.generator.generate(batch, [stable_seed("eval", seed, s + j) for j in range(len(batch))])
-        preds.append(judge(bundle, imgs))
-    pred = np.concatenate(preds)
-    out = {"images": len(codes)}
-    for a, name in enumerate(bundle.attributes):
-        out[f"accuracy_{name}"] = float((pred[:, a] == codes[:, a]).mean())
-        out[f"chance_{name}"] = 1.0 / bundle.encoder.cardinalities[a]
-    out["accuracy_all"] = float((pred == codes).all(axis=1).mean())
-    return out
 
 
 def personalisation_metrics(
@@ -142,41 +108,8 @@ def personalisation_metrics(
     return out
 
 
-def contact_sheet(personaliser: Personaliser, path: Path, *, columns: int = 8, seed: int = 0) -> Path:
-    """Rows = classes, columns = generated samples cycling through the class's catalogue conditions."""
-    conds = personaliser.conditions.codes
-    rows = []
-    for c in range(personaliser.bundle.encoder.cardinalities[0]):
-        options = conds[conds[:, 0] == c]
-        if len(options) == 0:
-            continue
-        pick = options[np.random.default_rng(seed + c).choice(len(options), columns, replace=len(options) < columns)]
-        imgs = to_uint8(
-            personaliser.generator.generate(pick, [stable_seed("sheet", seed, c, j) for j in range(columns)])
-        )
-        rows.append(np.concatenate(list(imgs), axis=1))
-    sheet = np.concatenate(rows, axis=0)
-    if sheet.shape[-1] == 1:
-        sheet = sheet[..., 0]
-    img = Image.fromarray(sheet)
-    img = img.resize((img.width * 2, img.height * 2), Image.Resampling.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
-
-
 def _fmt(x: float) -> str:
     return f"{x:.4f}"
-
-
-def served_bundle(artifacts: Path, version: str | None = None) -> tuple[str, Bundle]:
-    """(version, bundle): the bundle ``version`` under ``artifacts``, or the one that serves (the registry's
-    pointer) when ``version`` is None, loaded and checked as serving loads it."""
-    registry = ArtifactRegistry(artifacts)
-    version = version or registry.current()
-    if version is None:
-        raise ValueError(f"no serving bundle under {artifacts}; pass --version or promote one")
-    return version, load_bundle(registry.path(version))
 
 
 def served_ranker_metrics(store: StoreData, config: TrainConfig) -> dict:
@@ -231,40 +164,15 @@ def evaluate_bundle(
             )
 
     t = time.perf_counter()
-    gen = generation_metrics(personaliser, seed=config.seed)
-    timings["generation"] = round(time.perf_counter() - t, 1)
-    cls_metrics = bundle_manifest_metrics(bundle, "classifier")
-    report["generation"] = {"generated": gen, "classifier_on_real_holdout": cls_metrics}
-    lines.append(f"\nGeneration ({gen['images']} images over every catalogue condition), judged by the classifier:")
-    lines.append(f"  {'attribute':<10} {'generated':>10} {'real ceiling':>13} {'chance':>8}")
-    for name in bundle.attributes:
-        real = cls_metrics.get(f"accuracy_{name}")
-        lines.append(
-            f"  {name:<10} {gen[f'accuracy_{name}']:>10.3f} "
-            f"{(f'{real:.3f}' if real is not None else 'n/a'):>13} {gen[f'chance_{name}']:>8.3f}"
-        )
-    t = time.perf_counter()
-    vis = visual_catalogue(store, config, show_progress=show_progress)
-    fid = fidelity_metrics(personaliser, vis.images, vis.codes[vis.items["has_image"].to_numpy()], seed=config.seed)
-    timings["fidelity"] = round(time.perf_counter() - t, 1)
-    report["generation"]["fidelity"] = fid
-    lines.append(
-        f"  Fréchet distance {fid['frechet_distance']:.2f}, real floor {fid['frechet_floor']:.2f} "
-        f"({fid['frechet_ratio']:.1f}× the floor; {fid['images_per_half']} images a side, classifier features)"
-    )
-    lines.append(
-        f"  checkerboard ratio {fid['checkerboard_ratio']:.2f} (energy at the Nyquist frequencies, generated "
-        "over real; about 1 without the artefact)"
-    )
-
     tastes_path = Path(data_path) / "hidden" / "tastes.json"
-    if tastes_path.is_file():  # a demo store: its generator targets too
-        targets = demo_targets(gen, fid)
-        report["generation"]["demo_targets"] = targets
-        lines.append("  demo-store targets:")
-        for row in targets:
-            lines.append(f"    {row['target']:<40} {row['value']:>8.3f}  {'PASS' if row['met'] else 'MISS'}")
+    generation, generation_lines = generation_report(
+        personaliser, store, config, demo=tastes_path.is_file(), show_progress=show_progress
+    )
+    timings["generation"] = round(time.perf_counter() - t, 1)
+    report["generation"] = generation
+    lines += generation_lines
 
+    if tastes_path.is_file():
         from engine.world import load_tastes
 
         t = time.perf_counter()

@@ -32,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from engine.artifacts.bundle import Bundle
-from engine.evaluation.bundle import judge, served_bundle
 from engine.evaluation.generator import frechet_distance
+from engine.evaluation.served import judge, served_bundle
 from engine.recommend.baselines import build_interactions
 from engine.recommend.factors import fit_embeddings
 from engine.recommend.ranker_files import save_ranker

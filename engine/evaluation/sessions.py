@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from engine.evaluation.bundle import judge
+from engine.evaluation.served import judge
 from engine.recommend.baselines import build_interactions
 from engine.recommend.factors import fit_embeddings
 from engine.recommend.ranking import build_task, mean_metrics, per_user_metrics, ranking_metrics, top_k

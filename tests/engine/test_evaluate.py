@@ -5,6 +5,7 @@ import json
 from PIL import Image
 
 from engine.evaluation.bundle import evaluate_bundle
+from engine.evaluation.generation import evaluate_generation
 
 
 def test_evaluation_report_has_every_section_with_baselines(trained_artifacts, demo_store, tmp_path):
@@ -19,6 +20,14 @@ def test_evaluation_report_has_every_section_with_baselines(trained_artifacts, d
             assert 0.0 <= m[f"recall@{k}"] <= 1.0 and 0.0 <= m[f"ndcg@{k}"] <= 1.0
     gen = data["generation"]["generated"]
     assert gen["images"] > 0 and gen["chance_class"] == 1 / 8
+    fid = data["generation"]["fidelity"]
+    assert fid["frechet_floor"] > 0 and fid["frechet_ratio"] == fid["frechet_distance"] / fid["frechet_floor"]
+    assert {row["met"] for row in data["generation"]["demo_targets"]} <= {True, False}
+    assert data["generation"]["generator"]["total_steps"] >= data["generation"]["generator"]["steps"] > 0
+    # `vitrine evaluate generation` measures the same served generator to the same figures
+    alone, lines, _ = evaluate_generation(demo_store, root, out_dir=tmp_path / "alone", show_progress=False)
+    assert alone["generated"] == gen and alone["fidelity"] == fid
+    assert any("demo-store targets" in line for line in lines)
     pers = data["personalisation"]
     assert pers["users"] == 20
     for name in ("personalised", "popular", "random"):
