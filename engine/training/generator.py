@@ -8,6 +8,7 @@ calls the pair as one generator of ``config.image_size`` images.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,12 @@ def base_images(images: np.ndarray, scale: int) -> np.ndarray:
 
 def train_upscaler(images: np.ndarray, scale: int, config: TrainConfig, *, show_progress: bool) -> tuple[SRNet, dict]:
     """The cascade's SR net, trained on ``images`` (the catalogue at the served size) and their reductions, with
-    the ``sr`` section's architecture and optimiser settings for ``gan.upscaler_seconds``."""
+    the ``sr`` section's architecture and optimiser settings, for ``gan.upscaler_steps`` (or
+    ``gan.upscaler_seconds`` if sooner)."""
     return train_net(
         f"x{scale}",
         list(images),
-        config.sr,
+        dataclasses.replace(config.sr, steps=config.gan.upscaler_steps),
         seconds=config.gan.upscaler_seconds,
         seed=config.seed + 7,
         show_progress=show_progress,
