@@ -130,7 +130,7 @@ def register(
     t.add_argument("--seconds", type=float, help="stop after this much training time (same budget for GAN and VAE)")
     t.add_argument("--steps", type=int, default=100_000)
     t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--arch", default="dcgan", choices=("dcgan", "resnet"))
+    t.add_argument("--arch", default="dcgan", choices=("dcgan", "resnet", "upsample"))
     t.add_argument("--width", type=int, default=32, help="generator/discriminator/encoder base width")
     t.add_argument("--diffaugment", default="auto", choices=("auto", "on", "off"), help="auto: on below 20k images")
     t.add_argument("--checkpoint-every", type=int, default=500)
