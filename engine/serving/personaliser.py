@@ -60,7 +60,7 @@ from engine.serving.ranker import Ranking, ShopperRanker
 from engine.serving.sessions import SessionEvent
 from engine.serving.tagging import Tagger
 from engine.serving.types import Explanation, GeneratedImage, ImageSet, UnknownImage
-from models.pixels import to_png, to_uint8
+from models.pixels import to_png
 
 logger = logging.getLogger(__name__)
 #: Images G(z, c), their raw classifier features and those features at unit length (``ImageGenerator.render``).
@@ -256,6 +256,7 @@ class Personaliser:
             else:
                 pick = np.arange(n)
             images, raw, unit = rendered or self.generator.render(z, codes[pick])
+            pixels = self.generator.pixels(z, codes[pick])  # one at a time, as render_png makes them: the same bytes
         chosen, codes, seeds = chosen[pick], codes[pick], [seeds[j] for j in pick]
         pref = None
         if vector is not None and self.preference.visual is not None:
@@ -273,7 +274,6 @@ class Personaliser:
             distinct=cfg.distinct_grounding,
             conditions=codes if cfg.condition_grounding else None,
         )
-        pixels = to_uint8(images)
         # the optimised codes are kept server-side, under keys that their ids carry
         latents = {self.ids.latent_key(zi): latent_bytes(zi) for zi in z.numpy()} if use_opt else {}
         latent_keys: list[str | None] = [self.ids.latent_key(zi) for zi in z.numpy()] if use_opt else [None] * n
@@ -382,7 +382,7 @@ class Personaliser:
         codes, seed, z = self.image_inputs(image_id)
         latent = None if z is None else torch.from_numpy(z)[None]
         with self.gate.admit():
-            pixels = to_uint8(self.generator.generate(codes[None, :], [seed], latent))
+            pixels = self.generator.pixels(self.generator.latents([seed]) if latent is None else latent, codes[None, :])
             png = to_png(self.enhancer.upscale(pixels, factor)[0])
         self._pngs.put(key, png)
         return png

@@ -18,6 +18,7 @@ import torch
 
 from engine.artifacts.bundle import Bundle
 from engine.serving.config import PersonaliserConfig
+from models.pixels import to_uint8
 
 
 def _codes(codes: np.ndarray) -> torch.Tensor:
@@ -42,6 +43,17 @@ class ImageGenerator:
         ``z`` (n, z_dim), when given, replaces the seeded noise (optimised latent codes)."""
         z = self.latents(seeds) if z is None else z
         return self.bundle.generator(z, _codes(codes))
+
+    @torch.inference_mode()
+    def pixels(self, z: torch.Tensor, codes: np.ndarray) -> np.ndarray:
+        """(n, H, W, C) uint8 pixels of G(z, c) for z (n, z_dim) and codes (n, n_attr), one image at a time: how
+        every image that an id names is rendered for its PNG, whichever path (a fresh set, a new product's images,
+        the id alone) and whichever host renders it. A batched forward pass sums in another order than a single
+        one (about 1e-7 apart), which moves one pixel by one level in some images (4 of 48 on the tiny bundle), so
+        a PNG would otherwise depend on whether the host that answers made the set."""
+        return np.concatenate(
+            [to_uint8(self.bundle.generator(z[i : i + 1], _codes(codes[i : i + 1]))) for i in range(len(z))]
+        )
 
     @torch.inference_mode()
     def render(self, z: torch.Tensor, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:

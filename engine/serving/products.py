@@ -30,7 +30,7 @@ from engine.serving.limits import AdmissionGate
 from engine.serving.preference import ImageGenerator
 from engine.serving.tagging import Tagger
 from engine.serving.types import NearestItem
-from models.pixels import to_png, to_uint8
+from models.pixels import to_png
 
 MAX_SHOWN_VALUES = 60  # an error lists at most this many of an attribute's known values
 
@@ -138,8 +138,10 @@ class NewProducts:
         seeds = [stable_seed("new product", self.bundle.version, seed, slot) for slot in range(n)]
         batch = np.repeat(codes[None, :], n, axis=0)
         with self.gate.admit():  # the costly part: Overloaded when too many generations run and wait already
-            images, raw, unit = self.generator.render(self.generator.latents(seeds), batch)
+            z = self.generator.latents(seeds)
+            _, raw, unit = self.generator.render(z, batch)
             probabilities = self.tagger.probabilities_of_features(raw)
+            pixels = self.generator.pixels(z, batch)  # one at a time, as the id alone renders them again
         attrs = self.encoder.attributes
         judged = [{a: float(probabilities[k][slot, codes[k]]) for k, a in enumerate(attrs)} for slot in range(n)]
         cls = condition[self.encoder.attributes[0]]
@@ -149,7 +151,6 @@ class NewProducts:
         nearest = self.grounding.nearest_items(
             None, neighbours, features=unit, classes=(cls,) if within else None, in_stock_only=in_stock_only
         )
-        pixels = to_uint8(images)
         out = [
             ProductImage(
                 image_id=self.ids.encode(row, seeds[slot]), slot=slot, judged=judged[slot], nearest=nearest[slot]
