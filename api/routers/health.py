@@ -16,6 +16,8 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
 def healthz(service: Annotated[Service, Depends(get_service)]) -> HealthOut | JSONResponse:
+    # a host that only a balancer's health checks reach still follows a promotion (and erasures made elsewhere)
+    service.follow_pointer()
     if service.version is None:
         body = HealthOut(status="no_bundle", bundle_version=None, detail=service.last_error)
         return JSONResponse(body.model_dump(), status_code=503)

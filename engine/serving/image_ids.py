@@ -66,6 +66,18 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def bundle_tag(version: str) -> str:
+    """The ``bundle`` field of the ids that bundle ``version`` issues: a digest of the version, 8 base64url."""
+    return _b64(hashlib.blake2b(version.encode(), digest_size=_DIGEST_BYTES).digest())
+
+
+def issuing_bundle(image_id: str) -> str | None:
+    """The ``bundle`` field of ``image_id`` (:func:`bundle_tag` of the bundle that issued it), or None for a string
+    that is no id. Not verified: only that bundle's :class:`ImageIdCodec` can check the signature."""
+    m = IMAGE_ID_RE.fullmatch(image_id) if len(image_id) <= MAX_ID_LENGTH else None
+    return m["bundle"] if m is not None else None
+
+
 def load_or_create_key(root: Path) -> bytes:
     """The image key kept in ``<root>/.image-key``, created once (32 random bytes, hex, mode 0600).
 
@@ -138,7 +150,7 @@ class ImageIdCodec:
             raise ValueError(f"{len(self.conditions) + self._combinations} condition rows; an id names fewer than 10^9")
         self._rows = {tuple(int(v) for v in c): r for r, c in enumerate(self.conditions)}
         self._key = key
-        self._bundle = _b64(hashlib.blake2b(version.encode(), digest_size=_DIGEST_BYTES).digest())
+        self.bundle_tag = bundle_tag(version)  # the bundle field of every id this codec writes
 
     def row_of(self, codes: Sequence[int] | np.ndarray) -> int:
         """The condition row of a combination of codes: its catalogue row, else (with ``cardinalities``) its row
@@ -174,7 +186,7 @@ class ImageIdCodec:
         """The id of G(z, c) for condition row ``condition`` and noise ``seed`` (z stored under ``latent``)."""
         if not 0 <= condition < len(self.conditions) + self._combinations or not 0 <= seed < 1 << 64:
             raise ValueError(f"no image id for condition row {condition} and seed {seed} in this bundle")
-        payload = f"{self._bundle}.{int(condition)}.{seed:016x}" + (f".{latent}" if latent is not None else "")
+        payload = f"{self.bundle_tag}.{int(condition)}.{seed:016x}" + (f".{latent}" if latent is not None else "")
         return f"{payload}.{self._tag(payload)}"
 
     def decode(self, image_id: str) -> ImageRef:
@@ -188,7 +200,7 @@ class ImageIdCodec:
                 f"image {image_id} does not carry this service's signature (it was changed, or made by another "
                 f"deployment){_INVALID}"
             )
-        if m["bundle"] != self._bundle:
+        if m["bundle"] != self.bundle_tag:
             raise UnknownImage(
                 f"image {image_id} was made by another bundle, which no longer serves (now {self.version})" + _INVALID
             )

@@ -4,9 +4,11 @@ The API's lifespan creates one :class:`Service`; request handlers ask it for ima
 experiment variant and its exposure recorded), images, items and session events. Nothing else in the API
 touches the bundle.
 
-Bundles: a reload loads and checks the new bundle completely before the swap, so requests in flight finish on
-the old Personaliser and a bad bundle never replaces a good one; every ``watch_seconds`` the service follows the
-registry's CURRENT pointer, so every worker picks up ``vitrine promote``.
+Bundles (:mod:`engine.serving.bundles`): a reload loads and checks the new bundle completely before the swap, so
+requests in flight finish on the old Personaliser and a bad bundle never replaces a good one; every
+``watch_seconds`` the service follows the registry's CURRENT pointer, so every worker and host picks up
+``vitrine promote``; and an image id renders whichever of the old and the new bundle issued it, so that hosts
+that follow the pointer seconds apart never answer each other's images 404.
 
 Experiments: without a running experiment for the shopper's unit, a shopper gets the Personaliser's set. When
 one is running (at the request time) and the unit falls in its traffic share, the unit's variant decides:
@@ -24,7 +26,6 @@ shopper's token, and erasure drop the shopper's stored sets.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,11 +35,12 @@ from typing import Any
 
 import torch
 
-from engine.artifacts.bundle import load_bundle
-from engine.artifacts.registry import ArtifactRegistry, BundleRefused
+from engine.artifacts.bundle import Bundle
+from engine.artifacts.registry import ArtifactRegistry
 from engine.experiments.definition import Experiment
 from engine.experiments.eventstore import EventStore, to_epoch
 from engine.serving.arms import ExperimentArms
+from engine.serving.bundles import KEEP_PREVIOUS_SECONDS, ServingBundles
 from engine.serving.cache import LruCache
 from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import load_or_create_key
@@ -50,7 +52,7 @@ from engine.serving.precomputed import PrecomputedSets, SetParams
 from engine.serving.precomputed_store import PrecomputedStore, SqlitePrecomputedStore
 from engine.serving.privacy import MASKED_PREFIX, Erasure, Identities, SessionOwners, drop_sessions, forget
 from engine.serving.sessions import MemorySessionStore, SessionEvent, SessionStore, SessionStoreUnavailable
-from engine.serving.types import CatalogueImage, ImageSet, NoBundle, PopularSet, ShownSet, UnknownItems
+from engine.serving.types import CatalogueImage, ImageSet, PopularSet, ShownSet, UnknownItems
 from features.pseudonyms import Pseudonymiser
 
 logger = logging.getLogger(__name__)
@@ -100,11 +102,13 @@ class Service:
         config: PersonaliserConfig | None = None,
         shared: SharedState | None = None,
         watch_seconds: float | None = 5.0,
+        keep_previous_seconds: float = KEEP_PREVIOUS_SECONDS,
         popular_cache_size: int = 64,
         metrics: ServingMetrics | None = None,
     ) -> None:
         """``shared``: the state outside the bundle that workers share (default: this process's own); ``metrics``:
-        where image sets, set-cache look-ups and the admission gate are counted (default: a registry of its own)."""
+        where image sets, set-cache look-ups and the admission gate are counted (default: a registry of its own);
+        ``watch_seconds`` and ``keep_previous_seconds``: see :class:`engine.serving.bundles.ServingBundles`."""
         shared = shared or SharedState()
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
@@ -116,12 +120,12 @@ class Service:
         self.identities = Identities(self.registry.root, shared.pseudonyms)
         self.owners = shared.owners
         self._erased_seen: set[str] = set(self.identities.register.erased())
-        self.watch_seconds = watch_seconds
-        self.last_error: str | None = None
-        self._personaliser: Personaliser | None = None
-        self._lock = threading.Lock()
-        self._last_check = time.monotonic()
-        self._refused: set[str] = set()
+        self.bundles = ServingBundles(
+            self.registry,
+            self._personaliser_of,
+            watch_seconds=watch_seconds,
+            keep_previous_seconds=keep_previous_seconds,
+        )
         self._popular_sets: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
         self.metrics = metrics or ServingMetrics()
         self.precomputed = PrecomputedSets(
@@ -136,72 +140,48 @@ class Service:
             observer=self.metrics,
         )
 
-    # ---- the serving bundle ---------------------------------------------------------------------------
+    # ---- the serving bundle (engine.serving.bundles) --------------------------------------------------
+    def _personaliser_of(self, bundle: Bundle) -> Personaliser:
+        return Personaliser(bundle, self.config, key=self._image_key, latents=self.latents, gate=self.gate)
+
     @property
     def personaliser(self) -> Personaliser:
-        p = self._personaliser
-        if p is None:
-            raise NoBundle(
-                f"no model bundle is serving from {self.registry.root}"
-                + (f" ({self.last_error})" if self.last_error else "")
-                + "; train one with `vitrine train --promote`"
-            )
-        return p
+        """The serving Personaliser; NoBundle when none is loaded."""
+        return self.bundles.serving()
 
     @property
     def version(self) -> str | None:
-        return self._personaliser.version if self._personaliser else None
+        p = self.bundles.current
+        return p.version if p is not None else None
+
+    @property
+    def last_error(self) -> str | None:
+        return self.bundles.last_error
+
+    @property
+    def watch_seconds(self) -> float | None:
+        return self.bundles.watch_seconds
+
+    @watch_seconds.setter
+    def watch_seconds(self, seconds: float | None) -> None:
+        self.bundles.watch_seconds = seconds
 
     def load_current(self) -> str | None:
         """Load the bundle the registry points at. A broken one is logged and left out, not fatal."""
-        version = self.registry.current()
-        if version is None:
-            self.last_error = "the registry has no CURRENT pointer"
-            logger.warning("no serving bundle under %s: %s", self.registry.root, self.last_error)
-            return None
-        try:
-            return self.reload(version)
-        except (BundleRefused, ValueError) as exc:
-            self.last_error = str(exc)
-            logger.error("could not load the serving bundle: %s", exc)
-            return None
+        return self.bundles.load_current()
 
     def reload(self, version: str | None = None) -> str:
         """Load ``version`` (default: the registry's CURRENT) and swap it in; raise BundleRefused if it fails."""
-        version = version or self.registry.current()
-        if version is None:
-            raise BundleRefused("the registry has no CURRENT bundle to load")
-        with self._lock:  # one reload at a time; readers never take this lock
-            if self._personaliser is not None and self._personaliser.version == version:
-                return version
-            bundle = load_bundle(self.registry.path(version))
-            personaliser = Personaliser(bundle, self.config, key=self._image_key, latents=self.latents, gate=self.gate)
-            self._personaliser = personaliser  # a single reference swap: atomic for readers
-            self.last_error = None
-        logger.info("serving bundle %s", version)
-        return version
+        return self.bundles.reload(version)
 
     def follow_pointer(self) -> None:
-        """Every ``watch_seconds``, pick up a newly promoted bundle (so every worker follows `vitrine promote`).
-
-        A bundle that fails to load is logged and skipped; the current one keeps serving.
-        """
-        if self.watch_seconds is None or time.monotonic() - self._last_check < self.watch_seconds:
-            return
-        self._last_check = time.monotonic()
-        self.follow_erasures()
-        current = self.registry.current()
-        if current and current != self.version and current not in self._refused and not self._lock.locked():
-            # load in the background: the request that noticed the change must not wait for it
-            threading.Thread(target=self._load_quietly, args=(current,), daemon=True).start()
-
-    def _load_quietly(self, version: str) -> None:
-        try:
-            self.reload(version)
-        except (BundleRefused, ValueError) as exc:
-            self._refused.add(version)
-            self.last_error = str(exc)
-            logger.error("promoted bundle %s not loaded, still serving %s: %s", version, self.version, exc)
+        """Every ``watch_seconds``, pick up a newly promoted bundle (so every worker and host follows `vitrine
+        promote`) and the erasures made elsewhere. Image-set requests and health checks call it, so that a host
+        that only a balancer's health checks reach follows too. A bundle that fails to load is logged and
+        skipped; the current one keeps serving."""
+        if self.bundles.due():
+            self.follow_erasures()
+            self.bundles.follow()
 
     # ---- what a storefront asks -----------------------------------------------------------------------
     def item(self, item_id: str) -> dict[str, Any] | None:
@@ -215,13 +195,13 @@ class Service:
     # ---- shoppers' identities and erasure (engine.serving.privacy) ------------------------------------
     def pseudonym(self, user_id: str) -> str:
         """A shop's shopper id as the pseudonym every layer below the HTTP API stores and asks about."""
-        p = self._personaliser
+        p = self.bundles.current
         return self.identities.resolve(user_id, p.knows if p is not None else lambda _: False)
 
     def _lookup(self, pseudonym: str, session_id: str | None) -> str:
         if session_id:
             self.owners.link(pseudonym, session_id)
-        p = self._personaliser
+        p = self.bundles.current
         return self.identities.lookup_id(pseudonym, p.bundle.manifest if p is not None else None)
 
     def follow_erasures(self) -> None:
@@ -232,8 +212,8 @@ class Service:
         if new:
             drop_sessions(new, sessions=self.sessions, owners=self.owners)
             self.precomputed.forget(new)
-        if new and self._personaliser is not None:
-            self._personaliser.forget_cached([*new, *(MASKED_PREFIX + p for p in new)])
+        for personaliser in self.bundles.loaded() if new else ():
+            personaliser.forget_cached([*new, *(MASKED_PREFIX + p for p in new)])
         self._erased_seen = set(erased)
 
     def forget(self, user_id: str) -> Erasure:
@@ -241,9 +221,11 @@ class Service:
         candidates = self.identities.pseudonyms.candidates(user_id)
 
         def purge(ids: list[str]) -> dict[str, int]:
-            p = self._personaliser
-            cached = p.forget_cached([*ids, *(MASKED_PREFIX + i for i in ids)]) if p is not None else {}
-            return {**cached, "precomputed_sets": self.precomputed.forget(ids)}
+            counts: dict[str, int] = {}
+            for p in self.bundles.loaded():  # the serving bundle's caches, and those of the one it replaced
+                for what, n in p.forget_cached([*ids, *(MASKED_PREFIX + i for i in ids)]).items():
+                    counts[what] = counts.get(what, 0) + n
+            return {**counts, "precomputed_sets": self.precomputed.forget(ids)}
 
         return forget(
             candidates,
@@ -263,10 +245,12 @@ class Service:
         return items, "ranker" if p.ranker is not None else "embeddings", p.version
 
     def render_png(self, image_id: str, size: int | None = None) -> bytes:
-        """A generated image's PNG at ``size`` px (default: the generator's); UnknownImage when this bundle cannot
-        render the id (not one it issued, or expired); SizeUnavailable for a size it does not serve (larger ones
+        """A generated image's PNG at ``size`` px (default: the generator's), rendered by the bundle that issued it
+        (the serving one, the one it replaced a few minutes ago, or one just promoted on another host: see
+        :meth:`ServingBundles.for_image`); UnknownImage when none of them can render the id (not one they issued, or
+        expired); SizeUnavailable for a size it does not serve (larger ones
         need its super-resolution component); LatentStoreUnavailable when the shared latent store does not answer."""
-        return self.personaliser.render_png(image_id, size)
+        return self.bundles.for_image(image_id).render_png(image_id, size)
 
     def enhance_png(self, data: bytes) -> bytes:
         """A merchant's photo restored (denoised, deblocked, deblurred) by the bundle's restoration net, as PNG of

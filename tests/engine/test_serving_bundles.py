@@ -1,14 +1,19 @@
-"""Two hosts on one artifacts folder (two services here): an image id renders the same bytes on either."""
+"""Two hosts on one artifacts folder (two services here): an image id renders the same bytes on either; and across
+a promotion, which hosts follow seconds apart, each renders the ids that the other's bundle issued
+(engine/serving/bundles.py)."""
 
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
 from engine.artifacts.registry import ArtifactRegistry, link_or_copy
+from engine.serving.image_ids import bundle_tag, issuing_bundle
 from engine.serving.latents import MemoryLatentStore
 from engine.serving.service import Service, SharedState
+from engine.serving.types import UnknownImage
 
 OLD, NEW, OTHER = "20240101T000000Z-aaaaaa", "20240102T000000Z-bbbbbb", "20240103T000000Z-cccccc"
 KEY = b"k" * 32
@@ -31,6 +36,10 @@ def host(root, latents, **kw) -> Service:
     return service
 
 
+def image_ids(service: Service, user: str = "shopper-new") -> list[str]:
+    return [img.image_id for img in service.image_set(user, 2, neighbours=2).images.images]
+
+
 def test_every_image_renders_the_same_bytes_on_a_host_that_did_not_make_its_set(root):
     """The host that made a set caches its PNGs; another regenerates them from the ids alone (and the shared latent
     codes). Rendered in one batch, about one image in twelve differed by one level in one pixel."""
@@ -41,3 +50,52 @@ def test_every_image_renders_the_same_bytes_on_a_host_that_did_not_make_its_set(
         images = a.image_set(user, 8, neighbours=2).images.images
         assert [b.render_png(img.image_id) for img in images] == [a.render_png(img.image_id) for img in images]
     assert any(img.image_id.count(".") == 4 for img in a.image_set(known[0], 8, neighbours=2).images.images)
+
+
+def test_an_id_names_the_bundle_that_issued_it():
+    assert issuing_bundle("not an id") is None
+    assert bundle_tag(OLD) != bundle_tag(NEW) and len(bundle_tag(OLD)) == 8
+
+
+def test_after_a_swap_the_replaced_bundle_still_renders_its_ids(root):
+    service = host(root, MemoryLatentStore())
+    old_ids = image_ids(service)
+    old_pngs = [service.render_png(i) for i in old_ids]
+    ArtifactRegistry(root).set_current(NEW)
+    assert service.reload() == NEW
+    assert [issuing_bundle(i) for i in image_ids(service)] == [bundle_tag(NEW)] * 2
+    assert [service.render_png(i) for i in old_ids] == old_pngs  # a page shown just before the promotion
+
+
+def test_the_replaced_bundle_is_let_go_after_its_time(root):
+    service = host(root, MemoryLatentStore(), keep_previous_seconds=0.2)
+    old_ids = image_ids(service)
+    ArtifactRegistry(root).set_current(NEW)
+    service.reload()
+    assert service.render_png(old_ids[0])
+    time.sleep(0.3)
+    assert [p.version for p in service.bundles.loaded()] == [NEW]
+    with pytest.raises(UnknownImage, match="made by another bundle"):
+        service.render_png(old_ids[0])
+
+
+def test_an_id_of_the_bundle_the_pointer_names_loads_it_at_once(root):
+    latents = MemoryLatentStore()  # what Redis is to two hosts
+    a, b = host(root, latents), host(root, latents)
+    ArtifactRegistry(root).set_current(NEW)
+    assert a.reload() == NEW and b.version == OLD  # A noticed the promotion first
+    new_ids = image_ids(a)
+    assert [b.render_png(i) for i in new_ids] == [a.render_png(i) for i in new_ids]  # B loaded NEW to answer
+    assert b.version == NEW
+
+
+def test_an_id_of_a_bundle_the_pointer_does_not_name_loads_nothing(root):
+    latents = MemoryLatentStore()
+    a, b = host(root, latents), host(root, latents)
+    ArtifactRegistry(root).set_current(OTHER)
+    a.reload()
+    other_ids = image_ids(a)
+    ArtifactRegistry(root).set_current(OLD)  # rolled back before B looked
+    with pytest.raises(UnknownImage, match="made by another bundle"):
+        b.render_png(other_ids[0])
+    assert b.version == OLD
