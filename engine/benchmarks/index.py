@@ -134,7 +134,7 @@ def measure_type(
     built = FaissRetriever.build(items, ids, RetrieverConfig(index_type=kind))
     build_seconds = time.perf_counter() - t
     built.save(folder)
-    nprobe = built.nprobe
+    nprobe, refine_factor = built.nprobe, built.refine_factor
     codes = None
     if isinstance(built.index, faiss.IndexRefine):  # what each query scans, without the re-ranking's vectors
         codes = faiss.serialize_index(faiss.downcast_index(built.index.base_index)).nbytes / n
@@ -146,6 +146,7 @@ def measure_type(
         "type": kind,
         "build_seconds": round(build_seconds, 1),
         "nprobe": nprobe,
+        "refine_factor": refine_factor,
         "file_bytes_per_item": (folder / "items.faiss").stat().st_size / n,
         "codes_bytes_per_item": codes,
         f"recall@{k}": _recall(served.pop("found"), truth),
@@ -198,12 +199,13 @@ def render(report: dict) -> str:
     lines = [
         f"{report['items']:,} items × {report['dim']}-d ({report['clusters']} clusters), {report['queries']} "
         f"queries ({report['single_queries']} one at a time); recall against exact search; faiss {report['faiss']}",
-        f"{'index':<9} {'build s':>8} {'nprobe':>6} {'file B/it':>9} {'codes B/it':>10} {'private B/it':>12} "
-        f"{'mapped B/it':>11} {'recall@10':>9} {'q/s 1 thr':>9} {'cpu ms/q':>8} {'q/s batch':>9}",
+        f"{'index':<9} {'build s':>8} {'nprobe':>6} {'list':>4} {'file B/it':>9} {'codes B/it':>10} "
+        f"{'private B/it':>12} {'mapped B/it':>11} {'recall@10':>9} {'q/s 1 thr':>9} {'cpu ms/q':>8} {'q/s batch':>9}",
     ]
     for r in report["rows"]:
         lines.append(
             f"{LABELS[r['type']]:<9} {r['build_seconds']:>8.1f} {r['nprobe'] or '-':>6} "
+            f"{_cell(r['refine_factor'], '.0f'):>4} "
             f"{r['file_bytes_per_item']:>9.1f} {_cell(r['codes_bytes_per_item'], '.1f'):>10} "
             f"{_cell(r.get('private_bytes_per_item'), '.1f'):>12} "
             f"{_cell(r.get('mapped_bytes_per_item_after_queries'), '.1f'):>11} {r['recall@10']:>9.4f} "
@@ -212,7 +214,8 @@ def render(report: dict) -> str:
         )
     threads = sorted({r["batched_threads"] for r in report["rows"]})
     lines += [
-        f"batched: all queries in one call on {', '.join(map(str, threads))} thread(s). B/it: bytes per item; "
+        f"batched: all queries in one call on {', '.join(map(str, threads))} thread(s). list: IVF-PQ's re-ranked "
+        "shortlist, in multiples of k. B/it: bytes per item; "
         "codes: IVF-PQ without its re-ranking vectors; private: anonymous memory a worker adds by loading "
         "the index; mapped: file pages it had mapped after the queries (shared, evictable)",
     ]

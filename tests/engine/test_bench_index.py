@@ -21,6 +21,7 @@ def test_benchmark_reports_each_index_type_with_recall_memory_and_speed(tmp_path
     rows = {r["type"]: r for r in report["rows"]}
     assert list(rows) == ["flat", "ivf", "ivfpq"]
     assert rows["flat"]["recall@10"] == 1.0 and rows["flat"]["nprobe"] is None
+    assert rows["ivf"]["refine_factor"] is None and rows["ivfpq"]["refine_factor"] >= 16
     assert rows["ivf"]["recall@10"] >= 0.95 and rows["ivfpq"]["recall@10"] >= 0.9
     assert rows["flat"]["file_bytes_per_item"] >= 4 * 16  # the float vectors themselves
     # IVF-PQ scans d/4 one-byte codes and an int64 id per item; its exact vectors are what the file adds
