@@ -24,6 +24,10 @@ def test_evaluation_report_has_every_section_with_baselines(trained_artifacts, d
     assert fid["frechet_floor"] > 0 and fid["frechet_ratio"] == fid["frechet_distance"] / fid["frechet_floor"]
     assert {row["met"] for row in data["generation"]["demo_targets"]} <= {True, False}
     assert data["generation"]["generator"]["total_steps"] >= data["generation"]["generator"]["steps"] > 0
+    # the tiny bundle is a cascade: its ceiling is judged on the classifier's own held-out images
+    ceiling, on_real = data["generation"]["cascade_ceiling"], data["generation"]["classifier_on_real_holdout"]
+    assert ceiling["as_they_are"] == {a: on_real[f"accuracy_{a}"] for a in ("class", "colour", "pattern")}
+    assert set(ceiling["through_upscaler"]) == {"class", "colour", "pattern"}
     # `vitrine evaluate generation` measures the same served generator to the same figures
     alone, lines, _ = evaluate_generation(demo_store, root, out_dir=tmp_path / "alone", show_progress=False)
     assert alone["generated"] == gen and alone["fidelity"] == fid
