@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 SMALL_CATALOGUE = 20_000
 
 
+# Steps over which the learning rates rise after a warm start (see GANTraining._ramp_learning_rates).
+WARM_START_RAMP = 100
+
+
 def diffaugment_default(n_train_images: int) -> bool:
     return n_train_images < SMALL_CATALOGUE
 
@@ -133,8 +137,20 @@ class GANTraining(GeneratorTraining):
         self.diffaugment = diffaugment_default(len(data.images)) if aug is None else aug
         self.steps_before = 0  # steps behind the starting weights (a warm start's)
 
+    def _ramp_learning_rates(self, done: int) -> None:
+        """After a warm start, the learning rates rise linearly over the first WARM_START_RAMP steps. The
+        optimisers start afresh, and Adam's first update moves every weight by about the full learning rate
+        whatever its gradient (its second moment is that one gradient squared), which on trained weights undoes
+        part of what the parent learnt."""
+        scale = min(1.0, (done + 1) / WARM_START_RAMP)
+        for opt, lr in ((self.opt_g, self.train_config.lr_g), (self.opt_d, self.train_config.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+
     def warm_start(self, weights: GANWeights) -> None:
-        """Start from ``weights`` instead of the seeded initialisation (the optimisers start afresh)."""
+        """Start from ``weights`` instead of the seeded initialisation (the optimisers start afresh, their
+        learning rates ramped up: :meth:`_ramp_learning_rates`). Not kept in checkpoints: a warm-started run is
+        not resumed (bundles train without checkpoints)."""
         self.g.load_state_dict(weights.generator, strict=True)
         self.g_ema.load_state_dict(weights.generator_ema, strict=True)
         self.d.load_state_dict(weights.discriminator, strict=True)
@@ -157,6 +173,8 @@ class GANTraining(GeneratorTraining):
 
     def step(self, done: int, rng: torch.Generator) -> dict[str, float]:
         g, bs, z_dim = self.g, self.train_config.batch_size, self.model_config.z_dim
+        if self.steps_before:
+            self._ramp_learning_rates(done)
         # Discriminator steps; the generator's step below reuses the last one's conditions.
         sums = dict.fromkeys(("loss_d", "d_real", "d_fake"), 0.0)
         for _ in range(self.train_config.d_steps):

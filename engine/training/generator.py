@@ -20,13 +20,13 @@ from engine.training.components import Manifests
 from engine.training.config import TrainConfig
 from engine.training.gan import GANTrainingResult, train_gan
 from engine.training.sr import train_net
-from engine.training.warm_start import ContinueFrom, parent_weights
+from engine.training.warm_start import ContinueFrom, parent_upscaler, parent_weights
 from features.attributes import AttributeEncoder
 from features.degradations import downscale
 from models.cascade import CascadeDiscriminator, CascadeGenerator
 from models.gan import Discriminator, GANConfig, Generator
 from models.io import config_to_dict, write_json
-from models.sr import SRNet
+from models.sr import SRConfig, SRNet
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ def base_images(images: np.ndarray, scale: int) -> np.ndarray:
     return np.stack([downscale(np.ascontiguousarray(im), scale) for im in images])
 
 
-def train_upscaler(images: np.ndarray, scale: int, config: TrainConfig, *, show_progress: bool) -> tuple[SRNet, dict]:
+def train_upscaler(
+    images: np.ndarray, scale: int, config: TrainConfig, *, show_progress: bool, start_from: SRNet | None = None
+) -> tuple[SRNet, dict]:
     """The cascade's SR net, trained on ``images`` (the catalogue at the served size) and their reductions, with
     the ``sr`` section's architecture and optimiser settings, for ``gan.upscaler_steps`` (or
     ``gan.upscaler_seconds`` if sooner)."""
@@ -60,6 +62,7 @@ def train_upscaler(images: np.ndarray, scale: int, config: TrainConfig, *, show_
         seconds=config.gan.upscaler_seconds,
         seed=config.seed + 7,
         show_progress=show_progress,
+        start_from=start_from,
     )
 
 
@@ -84,11 +87,18 @@ def generator_into(
         image_size=base_size,
         **config.gan.model_fields(),
     )
-    upscaler, upscaler_record = None, None
-    if scale > 1:
-        upscaler, upscaler_record = train_upscaler(images, scale, config, show_progress=show_progress)
     private = config.gan_training.privacy.enabled
     weights = parent_weights(registry, continue_from, gcfg, encoder, scale, private=private)
+    upscaler, upscaler_record = None, None
+    if scale > 1:  # continued too, from the upscaler the parent's GAN was trained beside
+        parent = parent_upscaler(registry, weights.source) if weights is not None else None
+        if parent is not None and parent.config != SRConfig(
+            scale=scale, width=config.sr.width, blocks=config.sr.blocks
+        ):
+            parent = None  # another upscaler architecture: train it afresh
+        upscaler, upscaler_record = train_upscaler(
+            images, scale, config, show_progress=show_progress, start_from=parent
+        )
     result = train_gan(
         base_images(images, scale),
         codes,
@@ -118,7 +128,11 @@ def generator_into(
     }
     cascade = None
     if upscaler is not None:
-        cascade = {"base_size": base_size, "scale": scale, "upscaler": upscaler_record}
+        cascade = {
+            "base_size": base_size,
+            "scale": scale,
+            "upscaler": {**(upscaler_record or {}), "continued": parent is not None},
+        }
     write_json(
         directory / "manifest.json",
         manifest(

@@ -159,15 +159,21 @@ def train_net(
     seconds: float,
     seed: int,
     show_progress: bool = True,
+    start_from: SRNet | None = None,
 ) -> tuple[SRNet, dict]:
     """Train the ``role`` net (``x2``, ``x4`` or ``restore``) on crops of ``images`` for at most ``seconds`` (and
-    ``config.steps``); returns it in eval mode with its training record (steps, seconds, loss history)."""
+    ``config.steps``); returns it in eval mode with its training record (steps, seconds, loss history). With
+    ``start_from`` (a net of the same config) it continues from that net's weights."""
     if role not in ROLES:
         raise ValueError(f"unknown SR role {role!r}; choose one of {sorted(ROLES)}")
     pairs = PatchPairs(images, ROLES[role], config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = SRNet(SRConfig(scale=ROLES[role], width=config.width, blocks=config.blocks))
+    if start_from is not None:
+        if start_from.config != net.config:
+            raise ValueError(f"cannot continue an SR net of {start_from.config} as one of {net.config}")
+        net.load_state_dict(start_from.state_dict())
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     rng = np.random.default_rng([seed, list(ROLES).index(role)])
     history: list[dict] = []

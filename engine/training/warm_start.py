@@ -23,6 +23,7 @@ from features.attributes import AttributeEncoder
 from models.cascade import UPSCALER, is_cascade
 from models.gan import GANConfig
 from models.io import config_to_dict, read_config, read_json
+from models.sr import SRNet
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,12 @@ def load_weights(parent_dir: Path) -> GANWeights:
         discriminator=load_file(str(gen_dir / "discriminator.safetensors")),
         steps=int(metrics.get("total_steps", metrics.get("steps", 0))),
     )
+
+
+def parent_upscaler(registry: ArtifactRegistry, version: str) -> SRNet | None:
+    """The cascade upscaler of bundle ``version``, to continue from beside its GAN (None without one)."""
+    gen_dir = registry.path(version) / "generator"
+    return SRNet.load(gen_dir / UPSCALER).train() if is_cascade(gen_dir) else None
 
 
 def parent_weights(

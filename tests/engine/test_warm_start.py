@@ -8,7 +8,7 @@ import torch
 from engine.artifacts.registry import ArtifactRegistry
 from engine.training.components import Manifests
 from engine.training.config import load_train_config
-from engine.training.gan import GANTraining
+from engine.training.gan import WARM_START_RAMP, GANTraining
 from engine.training.generator import base_images, generator_into
 from engine.training.pipeline import visual_catalogue
 from engine.training.scaffold import TrainingImages
@@ -63,6 +63,22 @@ def test_a_retrain_continues_the_serving_bundles_gan(trained_artifacts, catalogu
     assert isinstance(load_generator(tmp_path / "generator"), CascadeGenerator)
     # and the next one continues from this one's total
     assert load_weights(tmp_path).steps == parent_steps + trained.record["steps"]
+    # the upscaler continued from the parent's: it started from the parent's weights, not bicubic
+    assert manifest["cascade"]["upscaler"]["continued"] is True
+
+
+def test_after_a_warm_start_the_learning_rates_ramp_up(trained_artifacts, catalogue):
+    root, version, gcfg = parent(trained_artifacts)
+    config, vis = catalogue
+    codes = vis.codes[vis.items["has_image"].to_numpy()]
+    data = TrainingImages.checked(base_images(vis.images[:16], 2), codes[:16], gcfg, model="GAN")
+    training = GANTraining(data, gcfg, config.gan_training, seed=1)
+    training.warm_start(load_weights(root / version))
+    rng = torch.Generator().manual_seed(0)
+    training.step(0, rng)
+    assert training.opt_g.param_groups[0]["lr"] == pytest.approx(config.gan_training.lr_g / WARM_START_RAMP)
+    training.step(WARM_START_RAMP + 5, rng)
+    assert training.opt_d.param_groups[0]["lr"] == config.gan_training.lr_d
 
 
 def test_warm_start_loads_the_parents_weights_and_continues_its_ema_warm_up(trained_artifacts, catalogue):
