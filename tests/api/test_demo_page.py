@@ -98,13 +98,14 @@ def server(trained_artifacts, tmp_path, demo_store):
 @pytest.fixture(scope="module")
 def demo_sized_artifacts(demo_store, tmp_path_factory) -> tuple[Path, str]:
     """A bundle of the demo preset (z_dim 64, 64×64 images, full-width networks) on the small demo store; only
-    its training is cut short (4 GAN steps, one classifier epoch, 100 visual-encoder steps: about 10 s), since
-    the sizes are what this test needs."""
+    its training is cut short (4 GAN steps, 50 upscaler steps, one classifier epoch, 100 visual-encoder steps),
+    since the sizes are what this test needs."""
     from engine.training.config import load_train_config
     from engine.training.pipeline import train_bundle
 
     overrides = {
         "seed": 1,
+        "gan": {"upscaler_steps": 50},
         "gan_training": {"steps": 4},
         "classifier_training": {"epochs": 1},
         "visual": {"steps": 100},
