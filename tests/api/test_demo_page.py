@@ -196,7 +196,9 @@ def test_a_personalised_shopper_clicks_carts_and_buys_on_a_demo_sized_bundle(
 
     root, version = demo_sized_artifacts
     generator = json.loads((root / version / "generator" / "config.json").read_text())
-    assert (generator["z_dim"], generator["image_size"]) == (64, 64)
+    # the demo preset's cascade: a 32 px GAN whose upscaler serves 64 px (the images checked below)
+    assert (generator["z_dim"], generator["image_size"]) == (64, 32)
+    assert (root / version / "generator" / "upscaler").is_dir()
     experiment = experiment_from_dict(EXPERIMENT)
     pseudonyms = load_or_create_keyring(root)  # experiments assign shoppers by their pseudonyms
     users = _users(demo_sized_artifacts, demo_store, 100)
