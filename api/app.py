@@ -113,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ),
             ),
             metrics=serving_metrics,
+            experiments_refresh_seconds=settings.experiments_refresh_seconds,
+            warm_up=True,  # a bundle makes sets before it serves; then the heap leaves the collector's full passes
         )
         service.load_current()
         app.state.service = service
@@ -127,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Personalised product images: generated for each shopper, linked to real catalogue items.",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings  # the routes' api.settings.app_settings
     app.state.metrics_registry = registry
     install_limits(app, settings)  # body size, rate limits, overload answers, and the limits in the OpenAPI
 

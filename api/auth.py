@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Header, HTTPException, Request
 
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 
 TOKEN_PREFIX = "st1."
 MAX_TOKEN_SECONDS = 24 * 3600
@@ -80,12 +80,12 @@ class ShopperTokens:
         return subject if expires > (now if now is not None else time.time()) else None
 
 
-def get_tokens(request: Request) -> ShopperTokens:
+async def get_tokens(request: Request) -> ShopperTokens:
     return request.app.state.tokens
 
 
-def caller(
-    settings: Annotated[Settings, Depends(get_settings)],
+async def caller(
+    settings: Annotated[Settings, Depends(app_settings)],
     tokens: Annotated[ShopperTokens, Depends(get_tokens)],
     authorization: Annotated[
         str | None, Header(description="Bearer <service key | shopper token | admin token>")
@@ -113,15 +113,15 @@ def caller(
     raise HTTPException(401, "the credential is not a valid service key or shopper token", headers=BEARER)
 
 
-def trusted_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:
+async def trusted_caller(who: Annotated[Caller, Depends(caller)]) -> Caller:
     """A service key or the admin token (403 for a shopper token)."""
     if not who.trusted:
         raise HTTPException(403, "this needs a service key: a shopper token reads only its own shopper's data")
     return who
 
 
-def require_admin(
-    settings: Annotated[Settings, Depends(get_settings)],
+async def require_admin(
+    settings: Annotated[Settings, Depends(app_settings)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> None:
     """401 without a Bearer token, 403 with a wrong one; 403 for everyone when no admin token is configured."""

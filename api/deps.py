@@ -1,5 +1,6 @@
 """Dependency wiring: handlers get the service, the event store, settings and the calling shopper through
-these, so tests can override them."""
+these, so tests can override them. They are ``async``, like those of :mod:`api.auth`, because they do no I/O:
+FastAPI runs a plain ``def`` dependency in a worker thread, a hop per dependency per request."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from engine.experiments.eventstore import EventStore
 from engine.serving.service import Service
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The one serving object: image sets (with experiments), images, items, sessions, reloads."""
     return request.app.state.service
 
 
-def get_event_store(request: Request) -> EventStore:
+async def get_event_store(request: Request) -> EventStore:
     store = getattr(request.app.state, "events", None)
     if store is None:
         reason = getattr(request.app.state, "events_error", "it was not opened")
@@ -35,7 +36,7 @@ class Shopper:
     pseudonym: str
 
 
-def path_shopper(
+async def path_shopper(
     user_id: Annotated[str, Path(pattern=USER_ID_PATTERN, description=USER_ID_RULE)],
     who: Annotated[Caller, Depends(caller)],
     service: Annotated[Service, Depends(get_service)],

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import BEARER
 from api.schemas import ErrorOut
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.serving.metrics import LATENCY_BUCKETS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -107,8 +107,8 @@ class HttpMetrics:
             self.seconds.labels(**labels).observe(time.perf_counter() - started)
 
 
-def may_read_metrics(
-    settings: Annotated[Settings, Depends(get_settings)],
+async def may_read_metrics(
+    settings: Annotated[Settings, Depends(app_settings)],
     authorization: Annotated[str | None, Header(description="Bearer <metrics token | admin token>")] = None,
 ) -> None:
     """Anyone on an open server; else the metrics token or the admin token (401 without one, 403 with another)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from fastapi import Request
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -64,6 +65,13 @@ class Settings(BaseSettings):
     )
     image_ttl_seconds: int = Field(
         7 * 86_400, ge=60, description="with redis_url: an optimised image expires this long after its set was served"
+    )
+    experiments_refresh_seconds: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="an experiment created, changed or stopped by another process or host reaches image sets within "
+        "this many seconds (0: the list is read on every request); one written through this process, at once",
     )
     # What one request or one client may ask: each limit, its status code and why, in the README ("Limits")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="largest request body in bytes (413 above)")
@@ -140,4 +148,12 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
+    """The settings of the environment, read once: what :func:`api.app.create_app` serves with by default."""
     return Settings()
+
+
+async def app_settings(request: Request) -> Settings:
+    """The settings the app answering this request was made with (a dependency of the routes). Not a
+    ``dependency_overrides`` entry: FastAPI rebuilds every route's dependency tree on each request while any
+    override is set, a fifth of a cached image set's CPU."""
+    return request.app.state.settings

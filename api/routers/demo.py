@@ -20,14 +20,14 @@ from api.auth import Caller, ShopperTokens, get_tokens
 from api.deps import get_event_store, get_service
 from api.routers.experiments import AsOf, Name, published
 from api.routers.privacy import TokenIn, TokenOut
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.experiments import UnknownExperiment, experiment_chart, experiment_report, list_experiments
 from engine.experiments.eventstore import EventStore
 from engine.serving.privacy import shoppers_known_to
 from engine.serving.service import Service
 
 
-def demo_only(settings: Annotated[Settings, Depends(get_settings)]) -> None:
+async def demo_only(settings: Annotated[Settings, Depends(app_settings)]) -> None:
     if not settings.demo:
         raise HTTPException(404, "the demo is off; run the server with `vitrine serve --demo` to turn it on")
 
@@ -45,7 +45,7 @@ def demo_page() -> HTMLResponse:
 @router.get("/users.json", summary="Demo store shoppers the serving model knows, for the page's picker")
 def demo_users(
     service: Annotated[Service, Depends(get_service)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
     k: Annotated[int, Query(ge=1, le=200)] = 24,
 ) -> list[str]:
     try:
@@ -59,7 +59,7 @@ def demo_token(
     body: TokenIn,
     service: Annotated[Service, Depends(get_service)],
     tokens: Annotated[ShopperTokens, Depends(get_tokens)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
 ) -> TokenOut:
     token, expires = tokens.issue(service.pseudonym(body.user_id), settings.shopper_token_seconds)
     return TokenOut(token=token, expires_at=expires)

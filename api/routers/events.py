@@ -12,7 +12,7 @@ from api.auth import Caller, caller, owns
 from api.deps import get_event_store, get_service
 from api.routers.images import AUTH_ERRORS
 from api.schemas import USER_ID_PATTERN, USER_ID_RULE, ErrorOut, IsoTime
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.experiments.eventstore import BadEvents, EventConflict, EventStore, ingest_events
 from engine.experiments.ingest import EventLimits
 from engine.serving.service import Service
@@ -134,7 +134,7 @@ def post_events(
     store: Annotated[EventStore, Depends(get_event_store)],
     service: Annotated[Service, Depends(get_service)],
     who: Annotated[Caller, Depends(caller)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
 ) -> EventsOut | JSONResponse:
     records = []
     for event in body.events:

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import Caller, require_admin, trusted_caller
-from api.deps import get_event_store
+from api.deps import get_event_store, get_service
 from api.routers.images import AUTH_ERRORS
 from api.schemas import ErrorOut, IsoTime, ZonedTime
 from engine.experiments import (
@@ -24,6 +24,7 @@ from engine.experiments import (
 )
 from engine.experiments.definition import CONVERSIONS, MAX_DAYS, MAX_WEIGHT, NAME_PATTERN, STRATEGIES, UNITS
 from engine.experiments.eventstore import EventStore
+from engine.serving.service import Service
 
 router = APIRouter(tags=["experiments"])
 Trusted = Annotated[Caller, Depends(trusted_caller)]
@@ -40,6 +41,7 @@ AsOf = Annotated[
     IsoTime | None, Query(description="report as of this ISO 8601 time (default: now, or the stop if earlier)")
 ]
 Store = Annotated[EventStore, Depends(get_event_store)]
+Served = Annotated[Service, Depends(get_service)]
 
 _EXAMPLE = {
     "name": "personalised-vs-popular",
@@ -146,13 +148,15 @@ def get_chart(name: Name, store: Store, who: Trusted, as_of: AsOf = None) -> Res
     responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 409: {"model": ErrorOut}, 422: {"model": ErrorOut}},
     summary="Create an experiment (unknown keys are errors)",
 )
-def post_experiment(body: ExperimentBody, store: Store) -> dict[str, Any]:
+def post_experiment(body: ExperimentBody, store: Store, service: Served) -> dict[str, Any]:
     try:
-        return create_experiment(store, body.config())
+        created = create_experiment(store, body.config())
     except ExperimentExists as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, str(exc)) from exc
+    service.experiments.changed()
+    return created
 
 
 @router.put(
@@ -171,14 +175,16 @@ def post_experiment(body: ExperimentBody, store: Store) -> dict[str, Any]:
     },
     summary="Replace an experiment's configuration (exposed units keep their variants)",
 )
-def put_experiment(name: Name, body: ExperimentUpdateBody, store: Store) -> dict[str, Any]:
+def put_experiment(name: Name, body: ExperimentUpdateBody, store: Store, service: Served) -> dict[str, Any]:
     if body.name is not None and body.name != name:
         raise HTTPException(409, f"the body names experiment {body.name!r} but the path names {name!r}")
     try:
-        return update_experiment(store, name, body.config())
+        updated = update_experiment(store, name, body.config())
     except UnknownExperiment as exc:
         raise HTTPException(404, str(exc)) from exc
     except ExperimentLocked as exc:
         raise HTTPException(409, str(exc)) from exc
     except (ValueError, TypeError) as exc:
         raise HTTPException(422, str(exc)) from exc
+    service.experiments.changed()
+    return updated

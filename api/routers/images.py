@@ -11,7 +11,7 @@ from pydantic import StringConstraints
 
 from api.deps import Shopper, get_service, path_shopper
 from api.schemas import ID_PATTERN, ErrorOut, ExplanationOut, GeneratedImageOut, ImageSetOut, IsoTime, NearestItemOut
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.experiments import UnknownExperiment
 from engine.experiments.definition import NAME_PATTERN
 from engine.serving.enhance import SizeUnavailable
@@ -38,7 +38,7 @@ def image_set(
     request: Request,
     shopper: Annotated[Shopper, Depends(path_shopper)],
     service: Annotated[Service, Depends(get_service)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
     n: Annotated[int, Query(ge=1, description="number of images")] = 8,
     neighbours: Annotated[int, Query(ge=1, description="nearest catalogue items per image")] = 4,
     session_id: Annotated[str | None, Query(pattern=ID_PATTERN)] = None,

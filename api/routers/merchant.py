@@ -14,7 +14,7 @@ from api.auth import trusted_caller
 from api.deps import get_service
 from api.routers.images import nearest_out
 from api.schemas import ErrorOut, NearestItemOut
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.serving.products import UnknownAttributes
 from engine.serving.service import Service
 from engine.serving.tagging import IMAGE_TYPES, BadImage
@@ -76,7 +76,7 @@ AttributeValue = Annotated[str | None, Query(min_length=1, max_length=MAX_ID_LEN
 def generate(
     request: Request,
     service: Annotated[Service, Depends(get_service)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
     class_: Annotated[AttributeValue, Query(alias="class", description="the product's class, e.g. coat")] = None,
     colour: Annotated[AttributeValue, Query(description="its colour")] = None,
     pattern: Annotated[AttributeValue, Query(description="its pattern")] = None,

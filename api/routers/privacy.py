@@ -11,7 +11,7 @@ from api.auth import Caller, ShopperTokens, get_tokens, trusted_caller
 from api.deps import get_service
 from api.routers.images import AUTH_ERRORS
 from api.schemas import USER_ID_PATTERN, USER_ID_RULE, ErrorOut
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.serving.service import Service
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
@@ -48,7 +48,7 @@ def shopper_token(
     who: Annotated[Caller, Depends(trusted_caller)],
     service: Annotated[Service, Depends(get_service)],
     tokens: Annotated[ShopperTokens, Depends(get_tokens)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
 ) -> TokenOut:
     token, expires = tokens.issue(service.pseudonym(body.user_id), body.ttl_seconds or settings.shopper_token_seconds)
     return TokenOut(token=token, expires_at=expires)

@@ -13,7 +13,7 @@ from api.deps import get_service
 from api.routers.events import event_limits
 from api.routers.images import AUTH_ERRORS
 from api.schemas import ID_PATTERN, ErrorOut, SessionEventsIn, SessionEventsOut
-from api.settings import Settings, get_settings
+from api.settings import Settings, app_settings
 from engine.serving.service import Service
 from engine.serving.sessions import SessionEvent, SessionStoreUnavailable
 from engine.serving.types import UnknownItems
@@ -40,7 +40,7 @@ def post_events(
     session_id: Annotated[str, Path(pattern=ID_PATTERN)],
     service: Annotated[Service, Depends(get_service)],
     who: Annotated[Caller, Depends(caller)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: Annotated[Settings, Depends(app_settings)],
 ) -> SessionEventsOut:
     now = datetime.now(UTC)
     limits = event_limits(settings)

@@ -105,15 +105,19 @@ class Service:
         keep_previous_seconds: float = KEEP_PREVIOUS_SECONDS,
         popular_cache_size: int = 64,
         metrics: ServingMetrics | None = None,
+        experiments_refresh_seconds: float = 0.0,
+        warm_up: bool = False,
     ) -> None:
         """``shared``: the state outside the bundle that workers share (default: this process's own); ``metrics``:
         where image sets, set-cache look-ups and the admission gate are counted (default: a registry of its own);
-        ``watch_seconds`` and ``keep_previous_seconds``: see :class:`engine.serving.bundles.ServingBundles`."""
+        ``watch_seconds`` and ``keep_previous_seconds``: see :class:`engine.serving.bundles.ServingBundles`;
+        ``experiments_refresh_seconds``: how long the list of experiments is reused (:mod:`engine.serving.arms`);
+        ``warm_up``: a server process's setting (:mod:`engine.serving.bundles`)."""
         shared = shared or SharedState()
         self.registry = ArtifactRegistry(artifacts)
         self.config = config or PersonaliserConfig()
         self.events = shared.events
-        self.experiments = ExperimentArms(shared.events)
+        self.experiments = ExperimentArms(shared.events, refresh_seconds=experiments_refresh_seconds)
         self.sessions = shared.sessions
         self.latents = shared.latents
         self._image_key = shared.image_key or load_or_create_key(self.registry.root)
@@ -125,6 +129,7 @@ class Service:
             self._personaliser_of,
             watch_seconds=watch_seconds,
             keep_previous_seconds=keep_previous_seconds,
+            warm_up=warm_up,
         )
         self._popular_sets: LruCache[list[CatalogueImage]] = LruCache(popular_cache_size)
         self.metrics = metrics or ServingMetrics()

@@ -30,6 +30,13 @@ def test_health_names_the_serving_bundle(client, trained_artifacts):
     assert r.json() == {"status": "ok", "bundle_version": trained_artifacts[1], "detail": None}
 
 
+def test_the_app_overrides_no_dependency(client):
+    """Routes read the app's settings from its state: any ``dependency_overrides`` entry makes FastAPI rebuild
+    every route's dependency tree on each request (a fifth of a cached set's CPU when it was one)."""
+    assert client.app.dependency_overrides == {}
+    assert client.app.state.settings.artifacts.exists()
+
+
 def test_image_set_for_a_known_user(client, trained_artifacts, known_user):
     user = known_user
     r = client.get(f"/v1/users/{user}/image-set", params={"n": 6, "neighbours": 3})

@@ -15,7 +15,14 @@ DURING = "2024-05-03T12:00:00Z"
 
 
 def _client(artifacts, database_url: str) -> TestClient:
-    settings = Settings(artifacts=artifacts, admin_token=TOKEN, database_url=database_url, client_clock=True)
+    # the experiment list read on every request, so that each request meets the store's failure
+    settings = Settings(
+        artifacts=artifacts,
+        admin_token=TOKEN,
+        database_url=database_url,
+        client_clock=True,
+        experiments_refresh_seconds=0,
+    )
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
 

@@ -187,6 +187,7 @@ def test_two_hosts_share_one_state(database_url, redis_prefix, artifacts, hosts,
 
     # exposures and events sent to both hosts, each resent to the other, are stored once
     assert a.post("/v1/admin/experiments", json={**EXPERIMENT, **running_window()}, headers=ADMIN).status_code == 201
+    time.sleep(1.1)  # B reuses its list of experiments for up to VITRINE_EXPERIMENTS_REFRESH_SECONDS (1 s); A not
     users = shopper_ids[1:7]
     for k, user in enumerate(users):
         first, second = (a, b) if k % 2 == 0 else (b, a)
