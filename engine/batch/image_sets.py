@@ -40,13 +40,15 @@ logger = logging.getLogger(__name__)
 ONE_MILLION = 1_000_000
 
 
-def job_config(params: SetParams) -> PersonaliserConfig:
-    """The Personaliser's settings in a render worker: serving's generation settings, caches of one set."""
+def job_config(params: SetParams, *, pngs: bool = False) -> PersonaliserConfig:
+    """The Personaliser's settings in a render worker: serving's generation settings, caches of one set, and
+    PNGs rendered only when the job stores them."""
     return PersonaliserConfig(
         max_set_size=max(params.n, PersonaliserConfig.max_set_size),
         max_neighbours=max(params.neighbours, PersonaliserConfig.max_neighbours),
         set_cache_size=1,
         cache_size=max(64, 2 * params.n),
+        render_pngs=pngs,
     )
 
 
@@ -84,7 +86,7 @@ class SetRenderer:
         started = time.perf_counter()
         self.params = params
         self.pngs = pngs
-        self.personaliser = Personaliser(load_bundle(Path(bundle_path)), job_config(params), key=key)
+        self.personaliser = Personaliser(load_bundle(Path(bundle_path)), job_config(params, pngs=pngs), key=key)
         self._load_seconds = time.perf_counter() - started
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -23,6 +23,10 @@ class PersonaliserConfig:
     max_queued_generations: int = 0
     cache_size: int = 4096
     set_cache_size: int = 1024  # image sets, per (shopper, session state, n, neighbours, filters)
+    # render each image's PNG as its set is made, so the storefront's image requests that follow find it cached
+    # (one forward pass per image and a PNG encoding: 16% of a preference-maximised set's CPU on the demo
+    # bundle). The batch job turns it off unless it stores PNGs: the set itself does not depend on it
+    render_pngs: bool = True
     # preference maximisation (used when the bundle has a visual encoder and the shopper a vector)
     preference: bool = True
     pool_factor: int = 2  # candidates generated per image of the set

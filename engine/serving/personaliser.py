@@ -117,8 +117,7 @@ class Personaliser:
         self.grounding = Grounder(bundle, self.catalogue, self.config)
         self.ranker = self._load_ranker(ranker_folder or bundle.path / "ranker") if self.config.ranker else None
         self.enhancer = Enhancer.of_bundle(bundle)  # the served sizes (super-resolution) and restoration
-        # ids name every combination of attribute values, so that images of new products have ids too
-        self.ids = ImageIdCodec(
+        self.ids = ImageIdCodec(  # naming every combination of values (_nameable): new products' images too
             bundle.version, self.conditions.codes, key or secrets.token_bytes(32), cardinalities=_nameable(bundle)
         )
         self.tagger = Tagger.from_bundle(bundle)
@@ -256,7 +255,7 @@ class Personaliser:
             else:
                 pick = np.arange(n)
             images, raw, unit = rendered or self.generator.render(z, codes[pick])
-            pixels = self.generator.pixels(z, codes[pick])  # one at a time, as render_png makes them: the same bytes
+            pixels = self.generator.pixels(z, codes[pick]) if cfg.render_pngs else None  # one at a time: render_png's
         chosen, codes, seeds = chosen[pick], codes[pick], [seeds[j] for j in pick]
         pref = None
         if vector is not None and self.preference.visual is not None:
@@ -281,7 +280,8 @@ class Personaliser:
         out = []
         for slot in range(n):
             image_id = self.ids.encode(int(chosen[slot]), seeds[slot], latent_keys[slot])
-            self._pngs.put(image_id, to_png(pixels[slot]))
+            if pixels is not None:
+                self._pngs.put(image_id, to_png(pixels[slot]))
             condition = self.bundle.encoder.decode(codes[slot])
             prob, support_c = float(p[chosen[slot]]), int(support[chosen[slot]])
             score = None if pref is None else float(pref[slot])

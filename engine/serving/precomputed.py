@@ -47,7 +47,7 @@ SET_SCHEMA_VERSION = 1
 # The Personaliser's settings that change what a set holds (the rest are limits and cache sizes).
 _RECIPE_EXCLUDES = frozenset(
     {"max_set_size", "max_neighbours", "max_concurrent_generations", "max_queued_generations", "cache_size"}
-    | {"set_cache_size"}
+    | {"set_cache_size", "render_pngs"}
 )
 
 

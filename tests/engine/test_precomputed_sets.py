@@ -162,3 +162,19 @@ def test_an_entry_round_trips_and_the_key_follows_the_generation_settings(entrie
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def test_the_job_renders_no_png_it_does_not_store(root, shoppers):
+    """Without ``--pngs`` a render worker skips the per-image forward pass and PNG encoding; with it, it keeps
+    them: the entries are the same sets either way (the set does not depend on its PNGs)."""
+    version = (root / "CURRENT").read_text().strip()
+    lean = Personaliser(load_bundle(root / version), job_config(PARAMS), key=KEY)
+    full = Personaliser(load_bundle(root / version), job_config(PARAMS, pngs=True), key=KEY)
+    a, b = (
+        lean.image_set(shoppers[0], PARAMS.n, neighbours=PARAMS.neighbours),
+        full.image_set(shoppers[0], PARAMS.n, neighbours=PARAMS.neighbours),
+    )
+    assert a == b
+    assert [lean._pngs.get(img.image_id) for img in a.images] == [None] * PARAMS.n
+    assert all(full._pngs.get(img.image_id) for img in b.images)
+    assert recipe(lean.config) == recipe(full.config)  # a set stored by either is served under both
