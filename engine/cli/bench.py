@@ -13,7 +13,7 @@ from engine.cli.options import add_artifacts, add_json, add_version, from_args, 
 def _cmd_load(args: argparse.Namespace) -> int:
     from engine.benchmarks.load import run_load_benchmark
 
-    options = ("url", "requests", "concurrency", "n", "seed", "overload_factor", "known_pool")
+    options = ("url", "requests", "concurrency", "n", "seed", "overload_factor", "known_pool", "workers")
     report = run_load_benchmark(
         artifacts=optional_path(args.artifacts), **from_args(args, *options, "service_key", "metrics_token")
     )
@@ -105,6 +105,9 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
         help="the overload scenario's arrival rate, in multiples of the fresh-set throughput measured (0: skip it)",
     )
     load.add_argument("--known-pool", type=int, default=100, help="distinct known shoppers, warmed up once")
+    load.add_argument(
+        "--workers", type=int, default=1, help="uvicorn workers of the API it starts (without --url); one a core"
+    )
     load.add_argument("--seed", type=int, default=0)
     add_json(load)
     load.set_defaults(func=_cmd_load)

@@ -124,8 +124,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve_subprocess(artifacts: Path, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """A `vitrine serve` subprocess serving ``artifacts`` on a free local port (extra ``env``: VITRINE_* settings)."""
+def serve_subprocess(artifacts: Path, env: Mapping[str, str] | None = None, *, workers: int = 1) -> Iterator[str]:
+    """A `vitrine serve` subprocess serving ``artifacts`` on a free local port (extra ``env``: VITRINE_* settings),
+    with ``workers`` uvicorn workers."""
     port = _free_port()
     env = {**os.environ, **(env or {}), "VITRINE_ARTIFACTS": str(Path(artifacts).resolve())}
     proc = subprocess.Popen(
@@ -142,6 +143,8 @@ def serve_subprocess(artifacts: Path, env: Mapping[str, str] | None = None) -> I
             str(port),
             "--log-level",
             "warning",
+            "--workers",
+            str(workers),
         ],
         env=env,
     )

@@ -7,6 +7,7 @@ import asyncio
 
 import httpx
 import numpy as np
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -132,3 +133,37 @@ def test_no_answer_is_counted_as_a_failure_not_a_crash():
 
     d = asyncio.run(go()).to_dict()
     assert (d["ok"], d["other_failures"], d["statuses"]) == (0, 2, {"0": 2})
+
+
+def test_the_real_client_reads_answers_and_counts_no_answer_as_0():
+    """AioClient, what the benchmark sends through against a server: statuses, bodies, JSON posts; a refused
+    connection is status 0, as in httpx."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from engine.benchmarks.load import AioClient, _timed_get
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else None
+        auth = request.headers.get("Authorization")
+        return web.json_response({"body": body, "auth": auth}, status=201 if body else 200)
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/echo", echo)
+        async with TestServer(app) as server:
+            base = str(server.make_url("")).rstrip("/")
+            async with AioClient(base, headers={"Authorization": "Bearer k"}, timeout=10) as client:
+                got = await client.get("/echo")
+                assert (got.status_code, got.json()) == (200, {"body": None, "auth": "Bearer k"})
+                posted = await client.post("/echo", json={"a": 1})
+                assert posted.status_code == 201 and posted.json()["body"] == {"a": 1}
+                missing = await client.get("/nowhere")
+                assert missing.status_code == 404
+                with pytest.raises(RuntimeError, match="404"):
+                    missing.raise_for_status()
+        async with AioClient(base, headers={}, timeout=5) as client:  # the server has stopped
+            status, ms = await _timed_get(client, "/echo")
+            assert status == 0 and ms >= 0
+
+    asyncio.run(go())
