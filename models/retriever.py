@@ -245,6 +245,16 @@ def calibrate_nprobe(index: faiss.Index, x: np.ndarray, config: RetrieverConfig,
     return nprobe
 
 
+class _IndexMemory(np.ndarray):
+    """An array over memory a FAISS index owns; ``owner`` keeps the index (and so the memory) alive as long as
+    the array and its views are."""
+
+    owner: object = None
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.owner = getattr(obj, "owner", None)
+
+
 def index_type_of(index: faiss.Index) -> str:
     """The Vitrine index type a FAISS index is: flat, ivf, ivfpq (bare or with exact re-ranking) or hnsw."""
     if isinstance(index, faiss.IndexRefine):
@@ -366,9 +376,24 @@ class FaissRetriever:
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), min(k, self.index.ntotal))
 
     def stored_vectors(self) -> np.ndarray:
-        """(n_items, d): every item's vector as stored (prepared: unit length for cosine). Exact for every type
-        but IVF-PQ with ``pq_refine="none"``, whose vectors come back decoded from their codes."""
-        return self.index.reconstruct_n(0, self.index.ntotal)
+        """(n_items, d), read-only: every item's vector as stored (prepared: unit length for cosine). Exact for
+        every type but IVF-PQ with ``pq_refine="none"``, whose vectors come back decoded from their codes.
+
+        Where the index keeps the float vectors in one block (flat, and a re-ranked IVF-PQ's exact vectors, which
+        a loaded index maps from its file), this is a view of that block, not a copy: every worker of a host then
+        shares one copy in the page cache instead of holding n × d floats of its own (2.56 GB at 10M × 64). The
+        view keeps the index alive. IVF-Flat and a bare IVF-PQ are copied out (``reconstruct_n``)."""
+        index = self.index
+        block = faiss.downcast_index(index.refine_index) if isinstance(index, faiss.IndexRefine) else index
+        if not isinstance(block, faiss.IndexFlat):
+            out = index.reconstruct_n(0, index.ntotal)
+            out.flags.writeable = False
+            return out
+        n, d = int(block.ntotal), int(block.d)
+        view = faiss.rev_swig_ptr(block.get_xb(), n * d).reshape(n, d).view(_IndexMemory)
+        view.owner = index
+        view.flags.writeable = False  # the block may be a read-only mapping of the file
+        return view
 
     def stored_vector(self, row: int) -> np.ndarray:
         """(d,): one item's vector as stored, the query that finds its nearest items."""

@@ -1,3 +1,4 @@
+import gc
 import json
 import logging
 from dataclasses import replace
@@ -211,3 +212,30 @@ def test_every_index_type_gives_stored_vectors_back_also_after_loading(index_typ
     back = FaissRetriever.load(tmp_path)  # a loaded inverted file has no row map until the retriever builds one
     np.testing.assert_allclose(back.stored_vector(7), x[7], atol=1e-6)
     np.testing.assert_allclose(back.stored_vectors()[[0, 1999]], x[[0, 1999]], atol=1e-6)
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivfpq"])
+def test_stored_vectors_are_a_read_only_view_that_keeps_the_index_alive(index_type, tmp_path):
+    """Flat and re-ranked IVF-PQ hold the float vectors in one block: the vectors come back as a view of it (a
+    loaded IVF-PQ maps it from its file), not a copy per worker. Writing is refused, and the view (or a slice of
+    it) outlives the retriever it came from."""
+    x = clustered(2000, 16, 20, seed=4)
+    FaissRetriever.build(x, np.arange(len(x)).astype(str), RetrieverConfig(index_type=index_type)).save(tmp_path)
+    back = FaissRetriever.load(tmp_path)
+    vectors = back.stored_vectors()
+    assert not vectors.flags.owndata and not vectors.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        vectors[0, 0] = 1.0
+    del back
+    gc.collect()
+    np.testing.assert_allclose(vectors[[0, 1999]], x[[0, 1999]], atol=1e-6)
+    rows = vectors[10:20]
+    del vectors
+    gc.collect()
+    np.testing.assert_allclose(rows, x[10:20], atol=1e-6)
+
+
+def test_inverted_lists_give_a_read_only_copy(tmp_path):
+    x = clustered(2000, 16, 20, seed=4)
+    vectors = FaissRetriever.build(x, np.arange(len(x)).astype(str), RetrieverConfig(index_type="ivf")).stored_vectors()
+    assert vectors.flags.owndata and not vectors.flags.writeable
