@@ -148,6 +148,8 @@ def test_demo_page_shows_the_variant_sends_events_and_updates_the_report(
             page = browser.new_page(viewport={"width": 1360, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # a resource that fails to load (a 404 favicon, an image) is a console error too
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
             page.goto(f"{server}/demo")
             page.wait_for_function("document.querySelectorAll('#users option').length > 0")
             page.fill("#user", user)
