@@ -33,7 +33,6 @@ from collections.abc import Callable
 from engine.artifacts.bundle import Bundle, load_bundle
 from engine.artifacts.registry import ArtifactRegistry, BundleRefused
 from engine.serving.image_ids import bundle_tag, issuing_bundle
-from engine.serving.latents import LatentStoreUnavailable
 from engine.serving.personaliser import Personaliser
 from engine.serving.types import NoBundle
 
@@ -48,17 +47,15 @@ WARM_UP_SHOPPER = "vitrine-warm-up"
 
 
 def warm_up(personaliser: Personaliser) -> None:
-    """Make a set of 4 for the bundle's first known shopper and one for a new shopper, then forget both: what
-    the first requests would otherwise pay for (lazy imports, torch's kernel choices), and proof that the bundle
-    makes sets at all (an error propagates)."""
+    """Make a set of 4 for the bundle's first known shopper and one for a new shopper, then drop them from this
+    process's caches: what the first requests would otherwise pay for (lazy imports, torch's kernel choices), and
+    proof that the bundle makes sets at all (an error propagates). Their latent codes stay in the latent store,
+    where another host's set for that shopper may refer to the same ones; they expire as any do."""
     known = personaliser.bundle.embeddings.user_ids
     shoppers = [str(known[0])] if len(known) else []
     for shopper in [*shoppers, WARM_UP_SHOPPER]:
         personaliser.image_set(shopper, 4, neighbours=2)
-    try:
-        personaliser.forget_cached([*shoppers, WARM_UP_SHOPPER])
-    except LatentStoreUnavailable as exc:  # a shared store that does not answer is not the bundle's fault
-        logger.warning("the warm-up sets' latent codes stay in the latent store until they expire: %s", exc)
+    personaliser.forget_cached([*shoppers, WARM_UP_SHOPPER], latents=False)
 
 
 def freeze_heap() -> None:

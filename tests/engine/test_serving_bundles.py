@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from engine.artifacts.registry import ArtifactRegistry, link_or_copy
+from engine.artifacts.registry import ArtifactRegistry, BundleRefused, link_or_copy
 from engine.serving.image_ids import bundle_tag, issuing_bundle
 from engine.serving.latents import MemoryLatentStore
+from engine.serving.personaliser import Personaliser
 from engine.serving.service import Service, SharedState
 from engine.serving.types import UnknownImage
 
@@ -99,3 +100,31 @@ def test_an_id_of_a_bundle_the_pointer_does_not_name_loads_nothing(root):
     with pytest.raises(UnknownImage, match="made by another bundle"):
         b.render_png(other_ids[0])
     assert b.version == OLD
+
+
+def test_a_warmed_up_bundle_serves_with_empty_caches_and_the_latent_codes_kept(root):
+    """With ``warm_up`` (the API server's setting) a bundle makes a known and a new shopper's set before it serves,
+    then drops them from this process's caches; their latent codes stay in the (shared) store, where another
+    host's set may name the same ones."""
+    latents = MemoryLatentStore()
+    service = host(root, latents, warm_up=True)
+    p = service.personaliser
+    known = str(p.bundle.embeddings.user_ids[0])
+    assert len(p._sets) == 0 and len(p._pngs) == 0
+    assert len(latents) > 0  # the known shopper's set was preference-maximised: its codes were kept
+    made = p.image_set(known, 4, neighbours=2)
+    assert not made.cached  # made again, not served from the warm-up
+
+
+def test_a_bundle_that_cannot_make_a_set_is_refused_and_the_old_one_serves(root, monkeypatch):
+    service = host(root, MemoryLatentStore(), warm_up=True)
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the generator's weights do not fit its config")
+
+    monkeypatch.setattr(Personaliser, "image_set", broken)
+    with pytest.raises(BundleRefused, match="warm-up set"):
+        service.reload(NEW)
+    monkeypatch.undo()
+    assert service.personaliser.version == OLD
+    assert service.image_set("shopper-new", 2, neighbours=2).images.images
