@@ -33,6 +33,7 @@ from collections.abc import Callable
 from engine.artifacts.bundle import Bundle, load_bundle
 from engine.artifacts.registry import ArtifactRegistry, BundleRefused
 from engine.serving.image_ids import bundle_tag, issuing_bundle
+from engine.serving.latents import MemoryLatentStore
 from engine.serving.personaliser import Personaliser
 from engine.serving.types import NoBundle
 
@@ -47,15 +48,19 @@ WARM_UP_SHOPPER = "vitrine-warm-up"
 
 
 def warm_up(personaliser: Personaliser) -> None:
-    """Make a set of 4 for the bundle's first known shopper and one for a new shopper, then drop them from this
-    process's caches: what the first requests would otherwise pay for (lazy imports, torch's kernel choices), and
-    proof that the bundle makes sets at all (an error propagates). Their latent codes stay in the latent store,
-    where another host's set for that shopper may refer to the same ones; they expire as any do."""
+    """Make a set of 4 for the bundle's first known shopper and one for a new shopper, then forget them: what the
+    first requests would otherwise pay for (lazy imports, torch's kernel choices), and proof that the bundle makes
+    sets at all (an error propagates). Their latent codes go to a store of the warm-up's own, never to the shared
+    one: another host's real set for that shopper may name the same codes, and this process keeps none."""
     known = personaliser.bundle.embeddings.user_ids
     shoppers = [str(known[0])] if len(known) else []
-    for shopper in [*shoppers, WARM_UP_SHOPPER]:
-        personaliser.image_set(shopper, 4, neighbours=2)
-    personaliser.forget_cached([*shoppers, WARM_UP_SHOPPER], latents=False)
+    shared, personaliser.latents = personaliser.latents, MemoryLatentStore()
+    try:
+        for shopper in [*shoppers, WARM_UP_SHOPPER]:
+            personaliser.image_set(shopper, 4, neighbours=2)
+        personaliser.forget_cached([*shoppers, WARM_UP_SHOPPER])
+    finally:
+        personaliser.latents = shared
 
 
 def freeze_heap() -> None:

@@ -139,16 +139,16 @@ class Personaliser:
             self.ranker is not None and self.ranker.knows(user_id)
         )
 
-    def forget_cached(self, user_ids: list[str], *, latents: bool = True) -> dict[str, int]:
-        """Drop the sets cached for these shoppers, with their images' PNGs, and (``latents``) the latent codes
-        the sets refer to from the latent store, which other workers and hosts may share."""
+    def forget_cached(self, user_ids: list[str]) -> dict[str, int]:
+        """Drop the sets cached for these shoppers, with their images' PNGs; the latent codes the sets refer to
+        are answered so that the caller can delete them from a shared latent store."""
         wanted = set(user_ids)
         dropped = self._sets.discard_where(lambda key, _: isinstance(key, tuple) and key[0] in wanted)
         images = [img.image_id for result, _ in dropped for img in result.images]
         ids = set(images)  # each image's PNGs at every size: keyed by its id, or by (id, factor)
         pngs = len(self._pngs.discard_where(lambda key, _: (key[0] if isinstance(key, tuple) else key) in ids))
-        keys = sorted({k for _, codes in dropped for k in codes}) if latents else []
-        deleted = self.latents.delete_many(keys) if keys else 0
+        latents = sorted({k for _, codes in dropped for k in codes})
+        deleted = self.latents.delete_many(latents) if latents else 0
         return {"cached_sets": len(dropped), "cached_images": pngs, "latent_codes": deleted}
 
     def _load_ranker(self, folder: Path) -> ShopperRanker | None:
