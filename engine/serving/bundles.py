@@ -34,6 +34,7 @@ from engine.artifacts.bundle import Bundle, load_bundle
 from engine.artifacts.registry import ArtifactRegistry, BundleRefused
 from engine.serving.image_ids import bundle_tag, issuing_bundle
 from engine.serving.latents import MemoryLatentStore
+from engine.serving.limits import AdmissionGate
 from engine.serving.personaliser import Personaliser
 from engine.serving.types import NoBundle
 
@@ -51,16 +52,19 @@ def warm_up(personaliser: Personaliser) -> None:
     """Make a set of 4 for the bundle's first known shopper and one for a new shopper, then forget them: what the
     first requests would otherwise pay for (lazy imports, torch's kernel choices), and proof that the bundle makes
     sets at all (an error propagates). Their latent codes go to a store of the warm-up's own, never to the shared
-    one: another host's real set for that shopper may name the same codes, and this process keeps none."""
+    one: another host's real set for that shopper may name the same codes, and this process keeps none. They pass
+    no admission gate: a promotion under overload must not be refused because the serving bundle's requests
+    hold every place."""
     known = personaliser.bundle.embeddings.user_ids
     shoppers = [str(known[0])] if len(known) else []
-    shared, personaliser.latents = personaliser.latents, MemoryLatentStore()
+    shared = personaliser.latents, personaliser.gate
+    personaliser.latents, personaliser.gate = MemoryLatentStore(), AdmissionGate(max_running=None)
     try:
         for shopper in [*shoppers, WARM_UP_SHOPPER]:
             personaliser.image_set(shopper, 4, neighbours=2)
         personaliser.forget_cached([*shoppers, WARM_UP_SHOPPER])
     finally:
-        personaliser.latents = shared
+        personaliser.latents, personaliser.gate = shared
 
 
 def freeze_heap() -> None:

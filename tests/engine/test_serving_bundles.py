@@ -10,8 +10,10 @@ import time
 import pytest
 
 from engine.artifacts.registry import ArtifactRegistry, BundleRefused, link_or_copy
+from engine.serving.config import PersonaliserConfig
 from engine.serving.image_ids import bundle_tag, issuing_bundle
 from engine.serving.latents import MemoryLatentStore
+from engine.serving.limits import Overloaded
 from engine.serving.personaliser import Personaliser
 from engine.serving.service import Service, SharedState
 from engine.serving.types import UnknownImage
@@ -127,4 +129,17 @@ def test_a_bundle_that_cannot_make_a_set_is_refused_and_the_old_one_serves(root,
         service.reload(NEW)
     monkeypatch.undo()
     assert service.personaliser.version == OLD
+    assert service.image_set("shopper-new", 2, neighbours=2).images.images
+
+
+def test_a_promotion_under_overload_is_warmed_up_outside_the_gate(root):
+    """Every place of the admission gate is held by the serving bundle's generations: the new bundle's warm-up
+    sets do not queue for one, so the promotion is not refused, and the gate is the service's again after."""
+    config = PersonaliserConfig(max_concurrent_generations=1, max_queued_generations=0)
+    service = host(root, MemoryLatentStore(), warm_up=True, config=config)
+    with service.gate.admit():  # the one place, held
+        with pytest.raises(Overloaded):
+            service.image_set("shopper-new", 2, neighbours=2)
+        assert service.reload(NEW) == NEW
+    assert service.personaliser.gate is service.gate
     assert service.image_set("shopper-new", 2, neighbours=2).images.images
